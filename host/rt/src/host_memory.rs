@@ -1,0 +1,429 @@
+//! Guest linear memories allocated by the host.
+//!
+//! Wasmtime gives an embedder no handle on a component's linear memory. With
+//! [`wasmtime::Config::with_host_memory`] the host allocates every linear memory itself
+//! ([`HostMemoryCreator`]), so it knows each memory's base address. [`HostMemoryStore`] pairs
+//! a [`wasmtime::Store`] with the memories created while instantiating into it; because both
+//! live in one value and every access takes `&mut self`, the host can never touch a memory
+//! while guest code runs on it.
+//!
+//! Layout of one memory: one anonymous private mapping of `capacity + guard` bytes, all
+//! `PROT_NONE` but the first `byte_size` bytes, which are read-write. Growth `mprotect`s more of
+//! the reservation and never moves the base, so compiled code can rely on the guard region
+//! instead of bounds checks.
+
+use std::cell::RefCell;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use wasmtime::{LinearMemory, MemoryCreator, MemoryType, Store};
+
+/// Errors of host-side access to a guest memory.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MemoryAccessError {
+    /// The instance has no memory with that index.
+    #[error("the guest has no linear memory #{0}")]
+    NoSuchMemory(usize),
+    /// The range lies (partly) outside the memory's accessible bytes.
+    #[error("range {offset}..{offset}+{len} is outside the guest memory of {size} bytes")]
+    OutOfBounds {
+        /// First byte of the range.
+        offset: usize,
+        /// Length of the range.
+        len: usize,
+        /// Accessible size of the memory.
+        size: usize,
+    },
+}
+
+/// One reservation: the mapping behind a guest memory. Shared between the
+/// [`LinearMemory`] wasmtime owns and the [`HostMemoryStore`] that reads and writes it, so it is
+/// unmapped only when both are gone.
+#[derive(Debug)]
+struct Mapping {
+    base: NonNull<u8>,
+    /// Bytes of the whole mapping, guard included.
+    mapped: usize,
+    /// Bytes the guest may grow to without moving.
+    capacity: usize,
+    /// Bytes currently accessible (read-write).
+    size: AtomicUsize,
+}
+
+// SAFETY: `Mapping` is an address range owned by this value; the pointer is never dereferenced
+// through a shared reference except by callers that hold exclusive access (see
+// `HostMemoryStore`). The accessible size is an atomic. Moving or sharing the descriptor
+// between threads is therefore sound.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` only exposes the base address and an atomic.
+unsafe impl Sync for Mapping {}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+fn round_up(n: usize, to: usize) -> Option<usize> {
+    n.checked_add(to - 1).map(|n| n / to * to)
+}
+
+impl Mapping {
+    fn new(minimum: usize, capacity: usize, guard: usize) -> Result<Self, String> {
+        let page = page_size();
+        let capacity = round_up(capacity.max(minimum), page).ok_or("memory capacity overflows")?;
+        let mapped = capacity
+            .checked_add(round_up(guard, page).ok_or("guard size overflows")?)
+            .ok_or("memory reservation overflows")?;
+        if mapped == 0 {
+            // A zero-sized memory with no guard: keep one inaccessible page so the base is real.
+            return Self::new(minimum, page, 0);
+        }
+        // SAFETY: an anonymous private mapping at an address the kernel chooses, with no access;
+        // it overlaps nothing and is released in `Drop`.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!(
+                "cannot reserve {mapped} bytes for a guest memory: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or("mmap returned null")?;
+        let mapping = Mapping {
+            base,
+            mapped,
+            capacity,
+            size: AtomicUsize::new(0),
+        };
+        mapping.grow_to(minimum)?;
+        Ok(mapping)
+    }
+
+    /// Make the first `new_size` bytes accessible. Growing is the only direction.
+    fn grow_to(&self, new_size: usize) -> Result<(), String> {
+        let old = self.size.load(Ordering::Acquire);
+        if new_size <= old {
+            return Ok(());
+        }
+        if new_size > self.capacity {
+            return Err(format!(
+                "guest memory cannot grow to {new_size} bytes: its reservation is {} bytes",
+                self.capacity
+            ));
+        }
+        let page = page_size();
+        let start = round_up(old, page).ok_or("size overflows")?;
+        let end = round_up(new_size, page).ok_or("size overflows")?;
+        if end > start {
+            // SAFETY: `start..end` lies inside this mapping (end <= capacity <= mapped, both page
+            // aligned) and holds no Rust objects; making it read-write exposes zeroed pages.
+            let rc = unsafe {
+                libc::mprotect(
+                    self.base.as_ptr().add(start).cast(),
+                    end - start,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            };
+            if rc != 0 {
+                return Err(format!(
+                    "cannot grow guest memory: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+        self.size.store(new_size, Ordering::Release);
+        Ok(())
+    }
+
+    fn size(&self) -> usize {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<(), MemoryAccessError> {
+        let size = self.size();
+        match offset.checked_add(len) {
+            Some(end) if end <= size => Ok(()),
+            _ => Err(MemoryAccessError::OutOfBounds { offset, len, size }),
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base..base+mapped` is exactly the mapping made in `new`, and no one can use it
+        // any more: both the `LinearMemory` and every `HostMemoryStore` holding this `Arc` are gone.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.mapped);
+        }
+    }
+}
+
+/// The [`LinearMemory`] handed to wasmtime.
+struct HostLinearMemory(Arc<Mapping>);
+
+// SAFETY: the memory is page aligned, zero filled when created, followed by the guard region
+// wasmtime asked for (left `PROT_NONE`), and never moves: `grow_to` only changes protections
+// within the reservation made up front.
+unsafe impl LinearMemory for HostLinearMemory {
+    fn byte_size(&self) -> usize {
+        self.0.size()
+    }
+
+    fn byte_capacity(&self) -> usize {
+        self.0.capacity
+    }
+
+    fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        self.0.grow_to(new_size).map_err(wasmtime::Error::msg)
+    }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.0.base.as_ptr()
+    }
+}
+
+thread_local! {
+    /// Memories created on this thread while a [`HostMemoryStore::instantiate`] is running.
+    static CAPTURE: RefCell<Option<Vec<Arc<Mapping>>>> = const { RefCell::new(None) };
+}
+
+/// The [`MemoryCreator`] to give [`wasmtime::Config::with_host_memory`].
+///
+/// It needs `memory_init_cow(false)` and the on-demand allocator (wasmtime's requirements for
+/// host memory), and a `memory_reservation` large enough for the memories' maximum so that they
+/// never move.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostMemoryCreator;
+
+// SAFETY: every memory returned is a fresh, zero-filled, page-aligned reservation of
+// `reserved_size_in_bytes` (or the memory's maximum) plus `guard_size_in_bytes` unmapped bytes,
+// owned by the returned `LinearMemory` (and by the `HostMemoryStore` that captured it, which
+// accesses it only while no guest code runs).
+unsafe impl MemoryCreator for HostMemoryCreator {
+    fn new_memory(
+        &self,
+        _ty: MemoryType,
+        minimum: usize,
+        maximum: Option<usize>,
+        reserved_size_in_bytes: Option<usize>,
+        guard_size_in_bytes: usize,
+    ) -> Result<Box<dyn LinearMemory>, String> {
+        let capacity = reserved_size_in_bytes
+            .or(maximum)
+            .unwrap_or(minimum)
+            .max(minimum);
+        let mapping = Arc::new(Mapping::new(minimum, capacity, guard_size_in_bytes)?);
+        CAPTURE.with(|c| {
+            if let Some(list) = c.borrow_mut().as_mut() {
+                list.push(mapping.clone());
+            }
+        });
+        Ok(Box::new(HostLinearMemory(mapping)))
+    }
+}
+
+/// A [`Store`] together with the host-owned linear memories its instances use.
+///
+/// Every method that touches guest memory takes `&mut self`, and guest code can only run
+/// through the store inside, so host writes and guest execution never overlap.
+pub struct HostMemoryStore<T: 'static> {
+    store: Store<T>,
+    memories: Vec<Arc<Mapping>>,
+}
+
+impl<T: 'static> std::fmt::Debug for HostMemoryStore<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostMemoryStore")
+            .field("memories", &self.memories.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: 'static> HostMemoryStore<T> {
+    /// Run `instantiate` on `store` and keep every memory the engine's [`HostMemoryCreator`]
+    /// creates meanwhile on this thread: the memories of the instance being created.
+    pub fn instantiate<R>(
+        mut store: Store<T>,
+        instantiate: impl FnOnce(&mut Store<T>) -> R,
+    ) -> (Self, R) {
+        let outer = CAPTURE.with(|c| c.borrow_mut().replace(Vec::new()));
+        let result = instantiate(&mut store);
+        let memories = CAPTURE
+            .with(|c| std::mem::replace(&mut *c.borrow_mut(), outer))
+            .unwrap_or_default();
+        (Self { store, memories }, result)
+    }
+
+    /// The store, to call guest code.
+    pub fn store(&mut self) -> &mut Store<T> {
+        &mut self.store
+    }
+
+    /// The store, read only.
+    pub fn store_ref(&self) -> &Store<T> {
+        &self.store
+    }
+
+    /// How many host-owned memories the instance has.
+    pub fn memory_count(&self) -> usize {
+        self.memories.len()
+    }
+
+    /// Accessible size in bytes of memory `index`.
+    pub fn memory_size(&self, index: usize) -> Result<usize, MemoryAccessError> {
+        Ok(self.mapping(index)?.size())
+    }
+
+    fn mapping(&self, index: usize) -> Result<&Mapping, MemoryAccessError> {
+        self.memories
+            .get(index)
+            .map(|m| &**m)
+            .ok_or(MemoryAccessError::NoSuchMemory(index))
+    }
+
+    /// Give `fill` the bytes `offset..offset + len` of memory `index` to write.
+    pub fn fill<R>(
+        &mut self,
+        index: usize,
+        offset: usize,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, MemoryAccessError> {
+        let mapping = self.mapping(index)?;
+        mapping.check(offset, len)?;
+        if len == 0 {
+            return Ok(fill(&mut []));
+        }
+        // SAFETY: `offset..offset+len` is inside the accessible (read-write) part of the mapping
+        // (checked above; memories only grow, and only while guest code runs, which needs
+        // `self.store` and so cannot happen while `&mut self` is held here). Nothing else
+        // references these bytes: wasm code is not running, and this is the only slice made.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(mapping.base.as_ptr().add(offset), len) };
+        Ok(fill(bytes))
+    }
+
+    /// Copy `bytes` into memory `index` at `offset`.
+    pub fn write(
+        &mut self,
+        index: usize,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<(), MemoryAccessError> {
+        self.fill(index, offset, bytes.len(), |dst| dst.copy_from_slice(bytes))
+    }
+
+    /// Copy `len` bytes at `offset` out of memory `index`.
+    pub fn read(
+        &self,
+        index: usize,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<u8>, MemoryAccessError> {
+        let mapping = self.mapping(index)?;
+        mapping.check(offset, len)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        // SAFETY: in bounds and accessible (checked above); `&self` excludes guest execution
+        // (which needs `&mut self.store`) and host writes (which need `&mut self`).
+        let bytes = unsafe { std::slice::from_raw_parts(mapping.base.as_ptr().add(offset), len) };
+        Ok(bytes.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> wasmtime::Engine {
+        let mut config = wasmtime::Config::new();
+        config
+            .with_host_memory(Arc::new(HostMemoryCreator))
+            .memory_init_cow(false)
+            .memory_reservation(1 << 32)
+            .memory_guard_size(1 << 31)
+            .memory_may_move(false);
+        wasmtime::Engine::new(&config).unwrap()
+    }
+
+    const WAT: &str = r#"(module
+        (memory (export "memory") 1)
+        (data (i32.const 16) "guest")
+        (func (export "load") (param i32) (result i32) local.get 0 i32.load8_u)
+        (func (export "grow") (param i32) (result i32) local.get 0 memory.grow))"#;
+
+    #[test]
+    fn host_writes_are_seen_by_the_guest_and_growth_keeps_the_base() {
+        let engine = engine();
+        let module = wasmtime::Module::new(&engine, WAT).unwrap();
+        let (mut hm, instance) = HostMemoryStore::instantiate(Store::new(&engine, ()), |s| {
+            wasmtime::Instance::new(s, &module, &[])
+        });
+        let instance = instance.unwrap();
+        assert_eq!(hm.memory_count(), 1);
+        assert_eq!(hm.memory_size(0), Ok(65536));
+        assert_eq!(hm.read(0, 16, 5).unwrap(), b"guest");
+
+        hm.write(0, 100, &[42]).unwrap();
+        let load = instance
+            .get_typed_func::<i32, i32>(hm.store(), "load")
+            .unwrap();
+        assert_eq!(load.call(hm.store(), 100).unwrap(), 42);
+
+        let grow = instance
+            .get_typed_func::<i32, i32>(hm.store(), "grow")
+            .unwrap();
+        assert_eq!(grow.call(hm.store(), 2).unwrap(), 1);
+        assert_eq!(hm.memory_size(0), Ok(3 * 65536));
+        hm.write(0, 2 * 65536 + 7, &[9]).unwrap();
+        assert_eq!(load.call(hm.store(), 2 * 65536 + 7).unwrap(), 9);
+    }
+
+    #[test]
+    fn out_of_bounds_access_is_refused() {
+        let engine = engine();
+        let module = wasmtime::Module::new(&engine, WAT).unwrap();
+        let (mut hm, instance) = HostMemoryStore::instantiate(Store::new(&engine, ()), |s| {
+            wasmtime::Instance::new(s, &module, &[])
+        });
+        instance.unwrap();
+        assert_eq!(
+            hm.write(0, 65535, &[1, 2]),
+            Err(MemoryAccessError::OutOfBounds {
+                offset: 65535,
+                len: 2,
+                size: 65536
+            })
+        );
+        assert_eq!(
+            hm.write(0, usize::MAX, &[1]).unwrap_err(),
+            MemoryAccessError::OutOfBounds {
+                offset: usize::MAX,
+                len: 1,
+                size: 65536
+            }
+        );
+        assert_eq!(hm.write(1, 0, &[1]), Err(MemoryAccessError::NoSuchMemory(1)));
+    }
+
+    #[test]
+    fn memories_created_outside_a_capture_are_not_claimed() {
+        let engine = engine();
+        let module = wasmtime::Module::new(&engine, WAT).unwrap();
+        let mut store = Store::new(&engine, ());
+        wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+        let (hm, _) = HostMemoryStore::instantiate(Store::new(&engine, ()), |_| ());
+        assert_eq!(hm.memory_count(), 0);
+    }
+}
