@@ -1,0 +1,82 @@
+//! Engine and per-deployment settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits applied to every request of one deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// CPU time one request may use.
+    pub cpu_budget: Duration,
+    /// Wall-clock time one request may take.
+    pub wall_deadline: Duration,
+    /// Largest response body accepted from a guest.
+    pub max_response_body: usize,
+    /// Most response header fields accepted from a guest.
+    pub max_response_headers: usize,
+    /// Log records kept per request (from the log import and from stdout/stderr lines).
+    pub max_log_records: usize,
+    /// Bytes of stdout and stderr kept per request.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            cpu_budget: Duration::from_millis(100),
+            wall_deadline: Duration::from_secs(1),
+            max_response_body: 16 << 20,
+            max_response_headers: 100,
+            max_log_records: 100,
+            max_output_bytes: 64 << 10,
+        }
+    }
+}
+
+/// How the engine itself is set up. Artifacts compiled by one configuration load only into
+/// an engine with the same configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Period of the epoch clock: the granularity of CPU budgets and deadlines.
+    pub epoch_tick: Duration,
+    /// Virtual address space reserved per linear memory. With 4 GiB and the guard below,
+    /// compiled code needs no bounds checks for 32-bit memories.
+    pub memory_reservation: u64,
+    /// Inaccessible bytes after each reservation.
+    pub memory_guard: u64,
+    /// Wasm stack a guest may use before it traps with a stack overflow.
+    pub max_wasm_stack: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            epoch_tick: Duration::from_millis(1),
+            memory_reservation: 4 << 30,
+            memory_guard: 32 << 20,
+            max_wasm_stack: 512 << 10,
+        }
+    }
+}
+
+impl EngineConfig {
+    pub(crate) fn wasmtime_config(&self) -> wasmtime::Config {
+        let mut config = wasmtime::Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(self.max_wasm_stack)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            // Host-owned memories (so the host can write the input region) need the on-demand
+            // allocator and no copy-on-write memory images.
+            .with_host_memory(Arc::new(percore_rt::host_memory::HostMemoryCreator))
+            .memory_init_cow(false)
+            .memory_reservation(self.memory_reservation)
+            .memory_guard_size(self.memory_guard)
+            .memory_may_move(false);
+        config
+    }
+}

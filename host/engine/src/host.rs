@@ -1,0 +1,306 @@
+//! What the host gives a guest: the `edge:handler` imports, the closed WASI sandbox, and the
+//! per-instance state behind them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::Limits;
+use crate::bindings::{self, clocks, config, log, random};
+use crate::wasi::{self, SharedOutput};
+
+/// Severity of a guest log record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Finest detail.
+    Trace,
+    /// Debugging.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something odd.
+    Warn,
+    /// Something failed.
+    Error,
+}
+
+impl LogLevel {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl From<log::Level> for LogLevel {
+    fn from(level: log::Level) -> Self {
+        match level {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        }
+    }
+}
+
+/// Where a guest log record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSource {
+    /// The `edge:handler/log` import.
+    Log,
+    /// A line the guest wrote to WASI stdout.
+    Stdout,
+    /// A line the guest wrote to WASI stderr.
+    Stderr,
+}
+
+/// One record a guest logged during a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Severity (stdout lines are `info`, stderr lines `warn`).
+    pub level: LogLevel,
+    /// The message.
+    pub message: String,
+    /// Key-value fields.
+    pub fields: Vec<(String, String)>,
+    /// Where it came from.
+    pub source: LogSource,
+}
+
+/// Longest message or field kept from one log record; longer ones are cut.
+const MAX_LOG_TEXT: usize = 4096;
+/// Most random bytes one call may ask for.
+const MAX_RANDOM_BYTES: u32 = 65536;
+
+/// Refuses memory growth past the deployment's cap and remembers that it did, so that the trap
+/// that usually follows is reported as "out of memory".
+#[derive(Debug)]
+pub(crate) struct MemoryCap {
+    pub(crate) limit: usize,
+    pub(crate) denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// The clock of the call in progress, read by the epoch callback.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallClock {
+    pub(crate) wall_start: Instant,
+    pub(crate) cpu_start: Duration,
+}
+
+/// Per-instance host state: the store's data.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) output: SharedOutput,
+    pub(crate) memory: MemoryCap,
+    pub(crate) limits: Arc<Limits>,
+    config: Arc<BTreeMap<String, String>>,
+    pub(crate) logs: Vec<LogRecord>,
+    pub(crate) logs_dropped: usize,
+    pub(crate) clock: CallClock,
+    monotonic_origin: Instant,
+}
+
+impl HostState {
+    pub(crate) fn new(limits: Arc<Limits>, config: Arc<BTreeMap<String, String>>) -> Self {
+        let output = wasi::new_output(limits.max_output_bytes);
+        Self {
+            wasi: wasi::closed_ctx(&output),
+            table: ResourceTable::new(),
+            output,
+            memory: MemoryCap {
+                limit: limits.memory_bytes,
+                denied: false,
+            },
+            limits,
+            config,
+            logs: Vec::new(),
+            logs_dropped: 0,
+            clock: CallClock {
+                wall_start: Instant::now(),
+                cpu_start: Duration::ZERO,
+            },
+            monotonic_origin: Instant::now(),
+        }
+    }
+
+    pub(crate) fn push_log(&mut self, record: LogRecord) {
+        if self.logs.len() < self.limits.max_log_records {
+            self.logs.push(record);
+        } else {
+            self.logs_dropped += 1;
+        }
+    }
+
+    /// Turn what the guest printed during this call into log records, one per line.
+    pub(crate) fn drain_output(&mut self) {
+        let (stdout, stderr, dropped) = {
+            let mut out = self.output.lock().unwrap_or_else(|p| p.into_inner());
+            if out.stdout.is_empty() && out.stderr.is_empty() && out.dropped == 0 {
+                return;
+            }
+            let dropped = std::mem::take(&mut out.dropped);
+            (
+                std::mem::take(&mut out.stdout),
+                std::mem::take(&mut out.stderr),
+                dropped,
+            )
+        };
+        for (bytes, level, source) in [
+            (stdout, LogLevel::Info, LogSource::Stdout),
+            (stderr, LogLevel::Warn, LogSource::Stderr),
+        ] {
+            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                self.push_log(LogRecord {
+                    level,
+                    message: truncate(String::from_utf8_lossy(line).into_owned()),
+                    fields: Vec::new(),
+                    source,
+                });
+            }
+        }
+        if dropped > 0 {
+            self.push_log(LogRecord {
+                level: LogLevel::Warn,
+                message: format!("{dropped} bytes of guest output dropped (cap reached)"),
+                fields: Vec::new(),
+                source: LogSource::Stderr,
+            });
+        }
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_LOG_TEXT {
+        let mut end = MAX_LOG_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::edge::handler::types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
+        self.push_log(LogRecord {
+            level: level.into(),
+            message: truncate(message),
+            fields: fields
+                .into_iter()
+                .take(32)
+                .map(|(k, v)| (truncate(k), truncate(v)))
+                .collect(),
+            source: LogSource::Log,
+        });
+    }
+
+    fn enabled(&mut self, _level: log::Level) -> bool {
+        self.logs.len() < self.limits.max_log_records
+    }
+}
+
+impl clocks::Host for HostState {
+    fn wall_now(&mut self) -> clocks::Datetime {
+        let since = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        clocks::Datetime {
+            seconds: since.as_secs(),
+            nanoseconds: since.subsec_nanos(),
+        }
+    }
+
+    fn monotonic_now(&mut self) -> u64 {
+        u64::try_from(self.monotonic_origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl random::Host for HostState {
+    fn get_random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
+        if len > MAX_RANDOM_BYTES {
+            wasmtime::bail!("get-random-bytes asked for {len} bytes; the limit is {MAX_RANDOM_BYTES}");
+        }
+        let mut bytes = vec![0u8; len as usize];
+        getrandom::fill(&mut bytes).map_err(|e| wasmtime::format_err!("getrandom: {e}"))?;
+        Ok(bytes)
+    }
+
+    fn get_random_u64(&mut self) -> u64 {
+        getrandom::u64().unwrap_or_else(|_| rand_fallback())
+    }
+}
+
+fn rand_fallback() -> u64 {
+    // getrandom cannot fail on Linux once the pool is initialised; keep the guest running anyway.
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    (nanos as u64).rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15
+}
+
+impl config::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+
+    fn get_all(&mut self) -> Vec<(String, String)> {
+        self.config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Link the `edge:handler` imports and WASI 0.2 into `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    bindings::Handler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! Loaded components, their instances, and one request through an instance.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use percore_rt::cpu::thread_cpu_time;
+use percore_rt::host_memory::HostMemoryStore;
+use wasmtime::component::Component;
+use wasmtime::{Store, UpdateDeadline};
+
+use crate::bindings::{self, guest};
+use crate::host::{CallClock, HostState, LogLevel, LogRecord, LogSource};
+use crate::{Engine, Error, Fault, Limits, Request, Response, TimeoutKind};
+
+/// Region capacity asked for at first use: most requests fit.
+const INITIAL_REGION: u32 = 64 << 10;
+
+/// Which way a request reached the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputPath {
+    /// Written by the host into the guest's input region.
+    Region,
+    /// Lowered through the canonical ABI (`handle`).
+    Portable,
+}
+
+/// Which way the host should send a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputPreference {
+    /// The input region when the host can reach the guest's memory (it can for any component
+    /// with one linear memory), else the portable path.
+    #[default]
+    Region,
+    /// Always the portable path.
+    Portable,
+}
+
+/// Measurements of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallStats {
+    /// The path the request took.
+    pub input: InputPath,
+    /// CPU time of the call on this thread.
+    pub cpu: Duration,
+    /// Wall-clock time of the call.
+    pub wall: Duration,
+    /// How many times the host copied the request's bytes (1 for the region path: straight
+    /// into guest memory; 2 for the portable path: into the record, then lowered).
+    pub request_copies: u32,
+    /// Request bytes the host copied in all.
+    pub request_bytes_copied: usize,
+}
+
+/// The result of one request: the response or the fault, and what the guest logged.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The checked response, or why there is none.
+    pub result: Result<Response, Fault>,
+    /// What the guest logged (import and stdout/stderr lines), in order, capped.
+    pub logs: Vec<LogRecord>,
+    /// Records dropped past the cap.
+    pub logs_dropped: usize,
+    /// Measurements.
+    pub stats: CallStats,
+}
+
+/// A component that passed every check and is linked, ready to instantiate cheaply.
+#[derive(Clone)]
+pub struct Handler {
+    pre: bindings::HandlerPre<HostState>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler").finish_non_exhaustive()
+    }
+}
+
+impl Handler {
+    pub(crate) fn new(engine: &Engine, component: Component) -> Result<Self, Error> {
+        let pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| Error::Link(format!("{e:#}")))?;
+        let pre = bindings::HandlerPre::new(pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        Ok(Self { pre })
+    }
+
+    /// A fresh instance for one deployment, with its limits and configuration values.
+    pub fn instantiate(
+        &self,
+        limits: Arc<Limits>,
+        config: Arc<BTreeMap<String, String>>,
+    ) -> Result<Instance, Fault> {
+        let engine = self.pre.engine();
+        let mut store = Store::new(engine, HostState::new(limits, config));
+        store.limiter(|state| &mut state.memory);
+        store.epoch_deadline_callback(epoch_check);
+        start_clock(&mut store);
+        let (mut memories, bindings) =
+            HostMemoryStore::instantiate(store, |store| self.pre.instantiate(store));
+        match bindings {
+            Ok(bindings) => Ok(Instance {
+                memories,
+                bindings,
+                region: None,
+                usable: true,
+            }),
+            Err(e) => Err(classify(memories.store(), e)),
+        }
+    }
+}
+
+/// Why the epoch callback stopped a guest.
+#[derive(Debug)]
+struct Interrupted(TimeoutKind);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: {:?} limit reached", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Runs at every epoch tick while a guest runs: stop it once it is over budget.
+fn epoch_check(
+    ctx: wasmtime::StoreContextMut<'_, HostState>,
+) -> wasmtime::Result<UpdateDeadline> {
+    let state = ctx.data();
+    if thread_cpu_time().saturating_sub(state.clock.cpu_start) > state.limits.cpu_budget {
+        return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Cpu)));
+    }
+    if state.clock.wall_start.elapsed() > state.limits.wall_deadline {
+        return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Wall)));
+    }
+    Ok(UpdateDeadline::Continue(1))
+}
+
+fn start_clock(store: &mut Store<HostState>) {
+    let state = store.data_mut();
+    state.memory.denied = false;
+    state.clock = CallClock {
+        wall_start: Instant::now(),
+        cpu_start: thread_cpu_time(),
+    };
+    store.set_epoch_deadline(1);
+}
+
+/// Turn an error from guest code into a [`Fault`].
+fn classify(store: &mut Store<HostState>, error: wasmtime::Error) -> Fault {
+    store.data_mut().drain_output();
+    let state = store.data();
+    if let Some(Interrupted(kind)) = error.downcast_ref::<Interrupted>() {
+        let limit = match kind {
+            TimeoutKind::Cpu => state.limits.cpu_budget,
+            TimeoutKind::Wall => state.limits.wall_deadline,
+        };
+        return Fault::Timeout { kind: *kind, limit };
+    }
+    if state.memory.denied {
+        return Fault::OutOfMemory {
+            limit: state.memory.limit,
+        };
+    }
+    let what = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    // The SDK's panic hook logs the panic message just before the trap; name it.
+    let panic = state
+        .logs
+        .iter()
+        .rev()
+        .find(|r| r.level == LogLevel::Error && r.message.contains("panicked"))
+        .or_else(|| {
+            state
+                .logs
+                .iter()
+                .rev()
+                .find(|r| r.source == LogSource::Stderr && r.message.contains("panicked"))
+        });
+    let message = match panic {
+        Some(record) => format!("{what} ({})", record.message),
+        None => what,
+    };
+    Fault::Trap { message }
+}
+
+/// Where the input region is, as the guest last said.
+#[derive(Debug, Clone, Copy)]
+struct Region {
+    offset: usize,
+    capacity: usize,
+}
+
+/// One live instance of a [`Handler`], serving requests one at a time.
+pub struct Instance {
+    memories: HostMemoryStore<HostState>,
+    bindings: bindings::Handler,
+    region: Option<Region>,
+    usable: bool,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("region", &self.region)
+            .field("usable", &self.usable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// False once the instance has faulted: it must then be dropped, never reused.
+    pub fn is_usable(&self) -> bool {
+        self.usable
+    }
+
+    /// Whether the host can write requests into this instance's memory.
+    pub fn has_region_access(&self) -> bool {
+        self.memories.memory_count() == 1
+    }
+
+    /// Run one request.
+    pub fn handle(&mut self, request: &Request<'_>, preference: InputPreference) -> Invocation {
+        let input = match preference {
+            InputPreference::Region if self.has_region_access() => InputPath::Region,
+            _ => InputPath::Portable,
+        };
+        let total = request.head_len() + request.body.len();
+        let mut stats = CallStats {
+            input,
+            cpu: Duration::ZERO,
+            wall: Duration::ZERO,
+            request_copies: match input {
+                InputPath::Region => 1,
+                InputPath::Portable => 2,
+            },
+            request_bytes_copied: match input {
+                InputPath::Region => total,
+                InputPath::Portable => 2 * total,
+            },
+        };
+        {
+            let state = self.memories.store().data_mut();
+            state.logs.clear();
+            state.logs_dropped = 0;
+        }
+        let result = if self.usable {
+            start_clock(self.memories.store());
+            let result = match input {
+                InputPath::Region => self.call_region(request, total),
+                InputPath::Portable => self.call_portable(request),
+            };
+            let state = self.memories.store().data();
+            stats.cpu = thread_cpu_time().saturating_sub(state.clock.cpu_start);
+            stats.wall = state.clock.wall_start.elapsed();
+            if result.is_err() {
+                self.usable = false;
+            }
+            result
+        } else {
+            Err(Fault::Poisoned)
+        };
+        let state = self.memories.store().data_mut();
+        state.drain_output();
+        Invocation {
+            result,
+            logs: std::mem::take(&mut state.logs),
+            logs_dropped: state.logs_dropped,
+            stats,
+        }
+    }
+
+    fn call_region(&mut self, request: &Request<'_>, total: usize) -> Result<Response, Fault> {
+        let region = self.ensure_region(total)?;
+        let head_len = request.head_len();
+        self.memories
+            .fill(0, region.offset, total, |bytes| request.encode(bytes))
+            .map_err(|e| Fault::BadResponse {
+                reason: format!("the input region is not writable: {e}"),
+            })?;
+        let guest = self.bindings.edge_handler_guest();
+        // Lengths fit in u32: `ensure_region` checked `total` against a u32 capacity.
+        let response = guest
+            .call_handle_region(
+                self.memories.store(),
+                head_len as u32,
+                request.body.len() as u32,
+            )
+            .map_err(|e| classify(self.memories.store(), e))?;
+        check_response(response, &self.memories.store_ref().data().limits)
+    }
+
+    fn call_portable(&mut self, request: &Request<'_>) -> Result<Response, Fault> {
+        let record = request.to_record();
+        let guest = self.bindings.edge_handler_guest();
+        let response = guest
+            .call_handle(self.memories.store(), &record)
+            .map_err(|e| classify(self.memories.store(), e))?;
+        check_response(response, &self.memories.store_ref().data().limits)
+    }
+
+    /// The current region if `needed` bytes fit, else ask the guest for a bigger one.
+    fn ensure_region(&mut self, needed: usize) -> Result<Region, Fault> {
+        if let Some(region) = self.region.filter(|r| r.capacity >= needed) {
+            return Ok(region);
+        }
+        let Ok(ask) = u32::try_from(needed.max(INITIAL_REGION as usize)) else {
+            return Err(Fault::BadResponse {
+                reason: format!("a request of {needed} bytes cannot be addressed in a 32-bit memory"),
+            });
+        };
+        let guest = self.bindings.edge_handler_guest();
+        let given = guest
+            .call_input_region(self.memories.store(), ask)
+            .map_err(|e| classify(self.memories.store(), e))?;
+        let region = Region {
+            offset: given.offset as usize,
+            capacity: given.capacity as usize,
+        };
+        let size = self.memories.memory_size(0).unwrap_or(0);
+        if region.capacity < needed || region.offset.saturating_add(region.capacity) > size {
+            return Err(Fault::BadResponse {
+                reason: format!(
+                    "input-region({ask}) returned offset {} capacity {}, which does not hold \
+                     {needed} bytes inside a memory of {size} bytes",
+                    given.offset, given.capacity
+                ),
+            });
+        }
+        self.region = Some(region);
+        Ok(region)
+    }
+}
+
+/// Header fields the host owns: it frames the response and manages the connection itself.
+const FRAMING: [&str; 4] = ["content-length", "transfer-encoding", "connection", "keep-alive"];
+
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+/// Hold a guest's response to the contract.
+fn check_response(response: guest::Response, limits: &Limits) -> Result<Response, Fault> {
+    let bad = |reason: String| Err(Fault::BadResponse { reason });
+    let guest::Response {
+        status,
+        headers,
+        body,
+    } = response;
+    if !(200..=599).contains(&status) {
+        return bad(format!("status {status} is outside 200-599"));
+    }
+    if headers.len() > limits.max_response_headers {
+        return bad(format!(
+            "{} header fields; the limit is {}",
+            headers.len(),
+            limits.max_response_headers
+        ));
+    }
+    for (name, value) in &headers {
+        if !is_token(name) {
+            return bad(format!("header name {name:?} is not an HTTP token"));
+        }
+        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return bad(format!("the value of header `{name}` contains CR, LF or NUL"));
+        }
+    }
+    if matches!(status, 204 | 304) && !body.is_empty() {
+        return bad(format!("status {status} must not have a body"));
+    }
+    if body.len() > limits.max_response_body {
+        return Err(Fault::ResponseTooLarge {
+            size: body.len(),
+            limit: limits.max_response_body,
+        });
+    }
+    let headers = headers
+        .into_iter()
+        .filter(|(name, _)| !FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f)))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
