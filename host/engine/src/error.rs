@@ -39,12 +39,12 @@ pub enum Error {
         reason: String,
     },
     /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The engine itself failed (configuration, serialisation).
     #[error("engine error: {0}")]

@@ -112,6 +112,33 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// Run one request on a fresh instance that is dropped afterwards.
+    pub fn handle_fresh(
+        &self,
+        limits: Arc<Limits>,
+        config: Arc<BTreeMap<String, String>>,
+        request: &Request<'_>,
+        preference: InputPreference,
+    ) -> Invocation {
+        match self.instantiate(limits, config) {
+            Ok(mut instance) => instance.handle(request, preference),
+            Err(fault) => Invocation {
+                result: Err(fault),
+                logs: Vec::new(),
+                logs_dropped: 0,
+                stats: CallStats {
+                    input: InputPath::Portable,
+                    cpu: Duration::ZERO,
+                    wall: Duration::ZERO,
+                    request_copies: 0,
+                    request_bytes_copied: 0,
+                },
+            },
+        }
+    }
+}
+
 /// Why the epoch callback stopped a guest.
 #[derive(Debug)]
 struct Interrupted(TimeoutKind);

@@ -126,7 +126,7 @@ impl Engine {
     pub fn load_file(&self, path: &Path) -> Result<Handler, Error> {
         let bytes = std::fs::read(path).map_err(|e| Error::Io {
             path: path.to_owned(),
-            source: e,
+            error: e,
         })?;
         if wasmtime::Engine::detect_precompiled(&bytes).is_some() {
             drop(bytes);
@@ -137,8 +137,8 @@ impl Engine {
     }
 
     fn check(&self, component: &Component) -> Result<(), Error> {
-        validate::check_exports(&self.inner, component)?;
-        validate::check_imports(&self.inner, component)
+        validate::check_imports(&self.inner, component)?;
+        validate::check_exports(&self.inner, component)
     }
 
     pub(crate) fn linker(&self) -> &Linker<HostState> {

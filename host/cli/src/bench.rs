@@ -1,0 +1,172 @@
+//! `percore bench`: what one component costs: compile, artifact load, and per request with a
+//! fresh or a reused instance, through both input paths. Prints figures; asserts nothing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use percore_engine::{Engine, EngineConfig, InputPath, InputPreference, Limits, Request};
+
+/// Arguments of `percore bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The component to measure (.wasm).
+    component: PathBuf,
+    /// Requests measured per scenario.
+    #[arg(long, default_value_t = 5000)]
+    iterations: usize,
+    /// Compilations measured.
+    #[arg(long, default_value_t = 5)]
+    compilations: usize,
+}
+
+struct Summary {
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+}
+
+fn summarize(mut samples: Vec<Duration>) -> Summary {
+    samples.sort_unstable();
+    let n = samples.len().max(1);
+    let at = |q: f64| samples[((n as f64 * q) as usize).min(n - 1)];
+    Summary {
+        p50: at(0.50),
+        p99: at(0.99),
+        mean: samples.iter().sum::<Duration>() / n as u32,
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+fn machine() -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    let allowed = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|s| s.trim().to_owned()))
+        .unwrap_or_default();
+    format!(
+        "Linux {} | {} | {} CPUs online | this process may run on CPUs {}",
+        kernel.trim(),
+        cpu,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        allowed
+    )
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.iterations == 0 || args.compilations == 0 {
+        bail!("--iterations and --compilations must be at least 1");
+    }
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("cannot read {}", args.component.display()))?;
+    let engine = Engine::new(EngineConfig::default())?;
+    println!("machine: {}", machine());
+    println!(
+        "component: {} ({} KiB)",
+        args.component.display(),
+        bytes.len() / 1024
+    );
+
+    let mut compile_times = Vec::new();
+    let mut artifact = Vec::new();
+    for _ in 0..args.compilations {
+        let started = Instant::now();
+        artifact = engine.compile(&bytes)?;
+        compile_times.push(started.elapsed());
+    }
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("component.cwasm");
+    std::fs::write(&path, &artifact)?;
+    let mut load_times = Vec::new();
+    let mut handler = None;
+    for _ in 0..20 {
+        let started = Instant::now();
+        handler = Some(engine.load_artifact(&path)?);
+        load_times.push(started.elapsed());
+    }
+    let handler = handler.context("no artifact loaded")?;
+    let compile = summarize(compile_times);
+    let load = summarize(load_times);
+    println!(
+        "compile (precompile_component): p50 {} ms, mean {} ms over {} runs; artifact {} KiB",
+        ms(compile.p50),
+        ms(compile.mean),
+        args.compilations,
+        artifact.len() / 1024
+    );
+    println!(
+        "artifact load (deserialize_file + link): p50 {} ms, mean {} ms over 20 runs",
+        ms(load.p50),
+        ms(load.mean)
+    );
+
+    let limits = Arc::new(Limits::default());
+    let config = Arc::new(std::collections::BTreeMap::new());
+    let headers: &[(&str, &[u8])] = &[("host", b"bench.local"), ("user-agent", b"percore-bench")];
+    let request = Request {
+        method: "GET",
+        path_with_query: "/",
+        headers,
+        body: b"",
+    };
+    println!();
+    println!(
+        "{:<10} {:<9} {:>10} {:>10} {:>10}   (per request, µs, {} requests each)",
+        "input", "instance", "p50", "mean", "p99", args.iterations
+    );
+    for (label, preference) in [
+        ("region", InputPreference::Region),
+        ("portable", InputPreference::Portable),
+    ] {
+        let mut fresh = Vec::with_capacity(args.iterations);
+        for _ in 0..args.iterations {
+            let started = Instant::now();
+            let invocation =
+                handler.handle_fresh(limits.clone(), config.clone(), &request, preference);
+            fresh.push(started.elapsed());
+            invocation.result.context("the guest failed a request")?;
+        }
+        let mut instance = handler
+            .instantiate(limits.clone(), config.clone())
+            .map_err(|f| anyhow::anyhow!("{f}"))?;
+        let mut reused = Vec::with_capacity(args.iterations);
+        let mut path = None;
+        for _ in 0..args.iterations {
+            let started = Instant::now();
+            let invocation = instance.handle(&request, preference);
+            reused.push(started.elapsed());
+            path = Some(invocation.stats.input);
+            invocation.result.context("the guest failed a request")?;
+        }
+        if preference == InputPreference::Region && path != Some(InputPath::Region) {
+            println!("(the region path is unavailable for this component: it has several memories)");
+        }
+        for (kind, samples) in [("fresh", fresh), ("reused", reused)] {
+            let s = summarize(samples);
+            println!(
+                "{:<10} {:<9} {:>10} {:>10} {:>10}",
+                label,
+                kind,
+                us(s.p50),
+                us(s.mean),
+                us(s.p99)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,212 @@
+//! `percore invoke`: one request through a component, in-process.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use percore_engine::{Engine, EngineConfig, InputPreference, Invocation, Request};
+use serde_json::json;
+
+use crate::limits::GuestArgs;
+use crate::logging;
+
+/// Exit status when the guest faulted (trap, timeout, out of memory, bad response).
+pub const GUEST_FAULT_EXIT: u8 = 3;
+
+/// Arguments of `percore invoke`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The component (.wasm), a compiled artifact (from `percore compile`), or component text.
+    component: PathBuf,
+    /// Request method.
+    #[arg(short = 'X', long, default_value = "GET")]
+    method: String,
+    /// Request path with query.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// A request header, `Name: value` (repeatable; order kept).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// Request body.
+    #[arg(short = 'd', long, conflicts_with = "body_file")]
+    body: Option<String>,
+    /// Read the request body from a file (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    body_file: Option<PathBuf>,
+    /// Send the request through the portable path (canonical ABI) instead of the input region.
+    #[arg(long)]
+    portable: bool,
+    /// Print the response (and any fault) as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Print only the response body.
+    #[arg(long, conflicts_with = "json")]
+    body_only: bool,
+    #[command(flatten)]
+    guest: GuestArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let body = match (&args.body, &args.body_file) {
+        (Some(text), _) => text.clone().into_bytes(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+            buf
+        }
+        (None, Some(path)) => {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        (None, None) => Vec::new(),
+    };
+    let headers = parse_headers(&args.headers)?;
+    if !args.path.starts_with('/') {
+        bail!("--path {:?}: a path starts with '/'", args.path);
+    }
+    let header_refs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    let limits = Arc::new(args.guest.limits());
+    let config = Arc::new(args.guest.config()?);
+
+    let engine = Engine::new(EngineConfig::default())?;
+    let handler = engine
+        .load_file(&args.component)
+        .with_context(|| format!("cannot load {}", args.component.display()))?;
+    let request = Request {
+        method: &args.method,
+        path_with_query: &args.path,
+        headers: &header_refs,
+        body: &body,
+    };
+    let preference = if args.portable {
+        InputPreference::Portable
+    } else {
+        InputPreference::Region
+    };
+    let name = args
+        .component
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let invocation = handler.handle_fresh(limits, config, &request, preference);
+    if !args.json {
+        logging::emit_guest_logs(&name, &invocation.logs, invocation.logs_dropped);
+    }
+    let mut out = std::io::stdout().lock();
+    let code = match (&invocation.result, args.json) {
+        (_, true) => {
+            serde_json::to_writer_pretty(&mut out, &to_json(&invocation))?;
+            writeln!(out)?;
+            exit_code(&invocation)
+        }
+        (Ok(response), false) => {
+            if !args.body_only {
+                writeln!(out, "HTTP {}", response.status)?;
+                for (name, value) in &response.headers {
+                    write!(out, "{name}: ")?;
+                    out.write_all(value)?;
+                    writeln!(out)?;
+                }
+                writeln!(out)?;
+            }
+            out.write_all(&response.body)?;
+            ExitCode::SUCCESS
+        }
+        (Err(fault), false) => {
+            eprintln!(
+                "error: {fault} (a host answers HTTP {})",
+                fault.http_status()
+            );
+            ExitCode::from(GUEST_FAULT_EXIT)
+        }
+    };
+    out.flush()?;
+    Ok(code)
+}
+
+fn exit_code(invocation: &Invocation) -> ExitCode {
+    match invocation.result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(GUEST_FAULT_EXIT),
+    }
+}
+
+fn parse_headers(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    raw.iter()
+        .map(|h| {
+            let (name, value) = h
+                .split_once(':')
+                .with_context(|| format!("--header {h:?}: expected `Name: value`"))?;
+            let name = name.trim();
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                bail!("--header {h:?}: bad header name");
+            }
+            Ok((name.to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn body_json(body: &[u8]) -> (&'static str, serde_json::Value) {
+    match std::str::from_utf8(body) {
+        Ok(text) => ("body", json!(text)),
+        Err(_) => (
+            "body_base64",
+            json!(base64::engine::general_purpose::STANDARD.encode(body)),
+        ),
+    }
+}
+
+fn to_json(invocation: &Invocation) -> serde_json::Value {
+    let logs: Vec<_> = invocation
+        .logs
+        .iter()
+        .map(|r| {
+            json!({
+                "level": r.level.as_str(),
+                "message": r.message,
+                "fields": r.fields,
+                "source": format!("{:?}", r.source).to_lowercase(),
+            })
+        })
+        .collect();
+    let stats = &invocation.stats;
+    let stats = json!({
+        "input": format!("{:?}", stats.input).to_lowercase(),
+        "cpu_us": stats.cpu.as_secs_f64() * 1e6,
+        "wall_us": stats.wall.as_secs_f64() * 1e6,
+        "request_copies": stats.request_copies,
+        "request_bytes_copied": stats.request_bytes_copied,
+    });
+    match &invocation.result {
+        Ok(response) => {
+            let headers: Vec<_> = response
+                .headers
+                .iter()
+                .map(|(n, v)| json!([n, String::from_utf8_lossy(v)]))
+                .collect();
+            let (key, body) = body_json(&response.body);
+            let mut value = json!({
+                "status": response.status,
+                "headers": headers,
+                "logs": logs,
+                "stats": stats,
+            });
+            value[key] = body;
+            value
+        }
+        Err(fault) => json!({
+            "fault": {
+                "kind": fault.kind(),
+                "message": fault.to_string(),
+                "status": fault.http_status(),
+            },
+            "logs": logs,
+            "stats": stats,
+        }),
+    }
+}

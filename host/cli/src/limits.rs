@@ -1,0 +1,55 @@
+//! Command-line flags for per-request limits and configuration values.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use percore_engine::Limits;
+
+/// Limits and configuration shared by the commands that run guests.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuestArgs {
+    /// Memory cap per instance, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub memory_mb: usize,
+    /// CPU budget per request, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub cpu_ms: u64,
+    /// Wall-clock deadline per request, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// Largest response body accepted from the guest, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    pub max_response_mb: usize,
+    /// A configuration value for the guest (repeatable).
+    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+}
+
+impl GuestArgs {
+    /// The limits these flags describe.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.memory_mb << 20,
+            cpu_budget: Duration::from_millis(self.cpu_ms),
+            wall_deadline: Duration::from_millis(self.timeout_ms),
+            max_response_body: self.max_response_mb << 20,
+            ..Limits::default()
+        }
+    }
+
+    /// The configuration values, checked.
+    pub fn config(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut map = BTreeMap::new();
+        for item in &self.config {
+            let (key, value) = item
+                .split_once('=')
+                .with_context(|| format!("--config {item:?}: expected KEY=VALUE"))?;
+            if key.is_empty() {
+                bail!("--config {item:?}: the key is empty");
+            }
+            map.insert(key.to_owned(), value.to_owned());
+        }
+        Ok(map)
+    }
+}

@@ -1,0 +1,128 @@
+//! Engine integration tests against real guest components.
+//!
+//! The guests are built by `cargo build-guests` into `target/guests/` (the README's test
+//! command does this first). Each guest is compiled once per test run and shared.
+
+mod bad_input;
+mod examples;
+mod hostile;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use percore_engine::{
+    Engine, EngineConfig, Handler, InputPath, InputPreference, Invocation, Limits, Request,
+};
+
+/// Where `cargo build-guests` puts components.
+pub fn guest_path(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/guests")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build-guests` first (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| Engine::new(EngineConfig::default()).expect("engine"))
+}
+
+/// The loaded guest `name`, compiled once per test run.
+pub fn handler(name: &str) -> Handler {
+    static CACHE: OnceLock<Mutex<HashMap<String, Handler>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(h) = cache.lock().unwrap().get(name) {
+        return h.clone();
+    }
+    let handler = engine()
+        .load_file(&guest_path(name))
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    cache
+        .lock()
+        .unwrap()
+        .insert(name.to_owned(), handler.clone());
+    handler
+}
+
+/// A request to build in tests.
+#[derive(Debug)]
+pub struct Req {
+    pub method: &'static str,
+    pub path: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+pub fn get(path: &str) -> Req {
+    Req {
+        method: "GET",
+        path: path.to_owned(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    }
+}
+
+impl Req {
+    pub fn method(mut self, method: &'static str) -> Self {
+        self.method = method;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Run on a fresh instance of `guest` with `limits` and `config`.
+    pub fn run_with(
+        &self,
+        guest: &str,
+        input: InputPreference,
+        limits: Limits,
+        config: &[(&str, &str)],
+    ) -> Invocation {
+        let headers: Vec<(&str, &[u8])> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        let request = Request {
+            method: self.method,
+            path_with_query: &self.path,
+            headers: &headers,
+            body: &self.body,
+        };
+        let config: BTreeMap<String, String> = config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let invocation =
+            handler(guest).handle_fresh(Arc::new(limits), Arc::new(config), &request, input);
+        if invocation.result.is_ok() {
+            let expected = match input {
+                InputPreference::Region => InputPath::Region,
+                InputPreference::Portable => InputPath::Portable,
+            };
+            assert_eq!(invocation.stats.input, expected);
+        }
+        invocation
+    }
+
+    pub fn run(&self, guest: &str, input: InputPreference) -> Invocation {
+        self.run_with(guest, input, Limits::default(), &[])
+    }
+}
+
+/// Both input paths, for tests that must hold on each.
+pub const PATHS: [InputPreference; 2] = [InputPreference::Region, InputPreference::Portable];
