@@ -52,12 +52,18 @@ fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_default();
     let allowed = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:").map(|s| s.trim().to_owned()))
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|s| s.trim().to_owned())
+        })
         .unwrap_or_default();
     format!(
         "Linux {} | {} | {} CPUs online | this process may run on CPUs {}",
@@ -154,7 +160,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             invocation.result.context("the guest failed a request")?;
         }
         if preference == InputPreference::Region && path != Some(InputPath::Region) {
-            println!("(the region path is unavailable for this component: it has several memories)");
+            println!(
+                "(the region path is unavailable for this component: it has several memories)"
+            );
         }
         for (kind, samples) in [("fresh", fresh), ("reused", reused)] {
             let s = summarize(samples);

@@ -17,7 +17,8 @@ pub fn init(format: Format) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         Format::Human => builder.without_time().with_target(false).init(),
         Format::Json => builder.json().init(),
@@ -27,33 +28,33 @@ pub fn init(format: Format) {
 /// Forward a guest's log records to the host log, tagged as the guest's.
 pub fn emit_guest_logs(component: &str, records: &[LogRecord], dropped: usize) {
     for record in records {
-        let fields = record
-            .fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let mut message = record.message.clone();
+        for (k, v) in &record.fields {
+            message.push_str(&format!(" {k}={v}"));
+        }
         let source = match record.source {
             LogSource::Log => "log",
             LogSource::Stdout => "stdout",
             LogSource::Stderr => "stderr",
         };
-        let message = &record.message;
         match record.level {
             LogLevel::Trace => {
-                tracing::trace!(guest = component, source, fields, "{message}")
+                tracing::trace!(guest = component, source, "{message}")
             }
             LogLevel::Debug => {
-                tracing::debug!(guest = component, source, fields, "{message}")
+                tracing::debug!(guest = component, source, "{message}")
             }
-            LogLevel::Info => tracing::info!(guest = component, source, fields, "{message}"),
-            LogLevel::Warn => tracing::warn!(guest = component, source, fields, "{message}"),
+            LogLevel::Info => tracing::info!(guest = component, source, "{message}"),
+            LogLevel::Warn => tracing::warn!(guest = component, source, "{message}"),
             LogLevel::Error => {
-                tracing::error!(guest = component, source, fields, "{message}")
+                tracing::error!(guest = component, source, "{message}")
             }
         }
     }
     if dropped > 0 {
-        tracing::warn!(guest = component, "{dropped} guest log records dropped (cap reached)");
+        tracing::warn!(
+            guest = component,
+            "{dropped} guest log records dropped (cap reached)"
+        );
     }
 }

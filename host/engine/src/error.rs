@@ -22,7 +22,9 @@ pub enum Error {
     #[error("the component does not implement edge:handler@0.1.0: {0}")]
     WrongWorld(String),
     /// The component imports something the host does not provide.
-    #[error("the component imports `{name}`, which percore does not provide (it provides edge:handler/{{log,clocks,random,config}}@0.1 and WASI 0.2 with no files, environment or network)")]
+    #[error(
+        "the component imports `{name}`, which percore does not provide (it provides edge:handler/{{log,clocks,random,config}}@0.1 and WASI 0.2 with no files, environment or network)"
+    )]
     UnsupportedImport {
         /// The import's name, for example `acme:secret/vault@1.0.0`.
         name: String,

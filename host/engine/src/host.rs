@@ -264,7 +264,9 @@ impl clocks::Host for HostState {
 impl random::Host for HostState {
     fn get_random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
         if len > MAX_RANDOM_BYTES {
-            wasmtime::bail!("get-random-bytes asked for {len} bytes; the limit is {MAX_RANDOM_BYTES}");
+            wasmtime::bail!(
+                "get-random-bytes asked for {len} bytes; the limit is {MAX_RANDOM_BYTES}"
+            );
         }
         let mut bytes = vec![0u8; len as usize];
         getrandom::fill(&mut bytes).map_err(|e| wasmtime::format_err!("getrandom: {e}"))?;

@@ -83,7 +83,8 @@ impl Handler {
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| Error::Link(format!("{e:#}")))?;
-        let pre = bindings::HandlerPre::new(pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        let pre =
+            bindings::HandlerPre::new(pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
         Ok(Self { pre })
     }
 
@@ -152,9 +153,7 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Runs at every epoch tick while a guest runs: stop it once it is over budget.
-fn epoch_check(
-    ctx: wasmtime::StoreContextMut<'_, HostState>,
-) -> wasmtime::Result<UpdateDeadline> {
+fn epoch_check(ctx: wasmtime::StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
     let state = ctx.data();
     if thread_cpu_time().saturating_sub(state.clock.cpu_start) > state.limits.cpu_budget {
         return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Cpu)));
@@ -195,24 +194,33 @@ fn classify(store: &mut Store<HostState>, error: wasmtime::Error) -> Fault {
         Some(trap) => trap.to_string(),
         None => error.root_cause().to_string(),
     };
-    // The SDK's panic hook logs the panic message just before the trap; name it.
-    let panic = state
-        .logs
-        .iter()
-        .rev()
-        .find(|r| r.level == LogLevel::Error && r.message.contains("panicked"))
-        .or_else(|| {
-            state
-                .logs
-                .iter()
-                .rev()
-                .find(|r| r.source == LogSource::Stderr && r.message.contains("panicked"))
-        });
-    let message = match panic {
-        Some(record) => format!("{what} ({})", record.message),
+    let message = match panic_message(&state.logs) {
+        Some(panic) => format!("{what} ({panic})"),
         None => what,
     };
     Fault::Trap { message }
+}
+
+/// The guest's panic message, if it left one: the SDK's panic hook logs it through the log import
+/// just before the trap; Rust's default hook prints it to stderr, over two lines.
+fn panic_message(logs: &[LogRecord]) -> Option<String> {
+    if let Some(record) = logs.iter().rev().find(|r| {
+        r.source == LogSource::Log && r.level == LogLevel::Error && r.message.contains("panicked")
+    }) {
+        return Some(record.message.clone());
+    }
+    let at = logs
+        .iter()
+        .rposition(|r| r.source == LogSource::Stderr && r.message.contains("panicked"))?;
+    let mut message = logs[at].message.trim_end_matches(':').to_owned();
+    if let Some(next) = logs
+        .get(at + 1)
+        .filter(|r| r.source == LogSource::Stderr && !r.message.starts_with("note:"))
+    {
+        message.push_str(": ");
+        message.push_str(&next.message);
+    }
+    Some(message)
 }
 
 /// Where the input region is, as the guest last said.
@@ -337,7 +345,9 @@ impl Instance {
         }
         let Ok(ask) = u32::try_from(needed.max(INITIAL_REGION as usize)) else {
             return Err(Fault::BadResponse {
-                reason: format!("a request of {needed} bytes cannot be addressed in a 32-bit memory"),
+                reason: format!(
+                    "a request of {needed} bytes cannot be addressed in a 32-bit memory"
+                ),
             });
         };
         let guest = self.bindings.edge_handler_guest();
@@ -364,13 +374,18 @@ impl Instance {
 }
 
 /// Header fields the host owns: it frames the response and manages the connection itself.
-const FRAMING: [&str; 4] = ["content-length", "transfer-encoding", "connection", "keep-alive"];
+const FRAMING: [&str; 4] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
 
 fn is_token(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Hold a guest's response to the contract.
@@ -396,7 +411,9 @@ fn check_response(response: guest::Response, limits: &Limits) -> Result<Response
             return bad(format!("header name {name:?} is not an HTTP token"));
         }
         if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return bad(format!("the value of header `{name}` contains CR, LF or NUL"));
+            return bad(format!(
+                "the value of header `{name}` contains CR, LF or NUL"
+            ));
         }
     }
     if matches!(status, 204 | 304) && !body.is_empty() {

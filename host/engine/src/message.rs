@@ -64,7 +64,13 @@ impl Request<'_> {
         let mut table = 0;
         let mut data = FIXED + self.headers.len() * ENTRY;
         put_bytes(region, &mut table, &mut data, self.method.as_bytes(), false);
-        put_bytes(region, &mut table, &mut data, self.path_with_query.as_bytes(), false);
+        put_bytes(
+            region,
+            &mut table,
+            &mut data,
+            self.path_with_query.as_bytes(),
+            false,
+        );
         put_word(region, &mut table, self.headers.len());
         for (name, value) in self.headers {
             put_bytes(region, &mut table, &mut data, name.as_bytes(), true);

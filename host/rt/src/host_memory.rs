@@ -414,7 +414,10 @@ mod tests {
                 size: 65536
             }
         );
-        assert_eq!(hm.write(1, 0, &[1]), Err(MemoryAccessError::NoSuchMemory(1)));
+        assert_eq!(
+            hm.write(1, 0, &[1]),
+            Err(MemoryAccessError::NoSuchMemory(1))
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use percore_engine::Error;
 
 fn load(bytes: &[u8]) -> Error {
-    crate::engine().load(bytes).expect_err("the component must be refused")
+    crate::engine()
+        .load(bytes)
+        .expect_err("the component must be refused")
 }
 
 fn wat(name: &str) -> Vec<u8> {
@@ -37,7 +39,10 @@ fn a_core_module_is_not_a_component() {
 fn a_component_of_another_world() {
     let err = load(&wat("wrong-world"));
     assert!(matches!(err, Error::WrongWorld(_)), "{err}");
-    assert!(err.to_string().contains("edge:handler/guest@0.1.0"), "{err}");
+    assert!(
+        err.to_string().contains("edge:handler/guest@0.1.0"),
+        "{err}"
+    );
     let err = load(&wat("empty-component"));
     assert!(matches!(err, Error::WrongWorld(_)), "{err}");
 }

@@ -95,7 +95,10 @@ fn echo_handles_empty_and_large_bodies() {
 fn json_api_routes_and_validates() {
     for input in PATHS {
         let r = get("/health").run("json-api", input).result.unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, &br#"{"status":"ok"}"#[..]));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &br#"{"status":"ok"}"#[..])
+        );
 
         let r = get("/sum")
             .method("POST")
@@ -104,7 +107,10 @@ fn json_api_routes_and_validates() {
             .run("json-api", input)
             .result
             .unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, &br#"{"sum":6,"count":3}"#[..]));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &br#"{"sum":6,"count":3}"#[..])
+        );
 
         let r = get("/sum")
             .method("POST")
@@ -116,10 +122,16 @@ fn json_api_routes_and_validates() {
         assert!(String::from_utf8_lossy(&r.body).contains("\"error\""));
 
         let r = get("/items/abc-42").run("json-api", input).result.unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, &br#"{"id":"abc-42"}"#[..]));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &br#"{"id":"abc-42"}"#[..])
+        );
 
         let r = get("/nope").run("json-api", input).result.unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (404, &br#"{"error":"not found"}"#[..]));
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (404, &br#"{"error":"not found"}"#[..])
+        );
 
         let r = get("/health")
             .method("DELETE")
@@ -164,7 +176,11 @@ fn greeter_uses_config_logging_and_the_clock() {
         assert_eq!(r.body, b"Hello, world!\n");
 
         let r = get("/elapsed").run("greeter", input).result.unwrap();
-        let elapsed: u64 = std::str::from_utf8(&r.body).unwrap().trim().parse().unwrap();
+        let elapsed: u64 = std::str::from_utf8(&r.body)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(elapsed > 0);
     }
 }

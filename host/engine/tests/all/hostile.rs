@@ -174,8 +174,18 @@ fn a_faulted_instance_is_not_reused() {
         headers,
         body: b"",
     };
-    assert!(instance.handle(&request("/ok"), Default::default()).result.is_ok());
-    assert!(instance.handle(&request("/panic"), Default::default()).result.is_err());
+    assert!(
+        instance
+            .handle(&request("/ok"), Default::default())
+            .result
+            .is_ok()
+    );
+    assert!(
+        instance
+            .handle(&request("/panic"), Default::default())
+            .result
+            .is_err()
+    );
     assert!(!instance.is_usable());
     assert_eq!(
         instance.handle(&request("/ok"), Default::default()).result,
