@@ -8,8 +8,12 @@
 //! - [`host_memory`]: guest linear memories that the host allocates itself, so it knows their
 //!   base address and can write requests straight into a guest's input region;
 //! - [`artifact`]: mapping an ahead-of-time compiled component back from disk;
-//! - [`cpu`]: the CPU time the current thread has used, for per-request CPU budgets.
+//! - [`cpu`]: thread CPU time (for CPU budgets) and pinning threads to CPUs;
+//! - [`net`]: `SO_REUSEPORT` listeners and the CBPF program that steers a flow to its CPU's socket;
+//! - [`uring`]: io_uring with buffer ownership (provided-buffer ring, multishot accept/recv).
 
 pub mod artifact;
 pub mod cpu;
 pub mod host_memory;
+pub mod net;
+pub mod uring;
