@@ -13,7 +13,7 @@ show invoke target/guests/hello.wasm
 show invoke target/guests/echo.wasm -X POST --path '/echo?x=1' -H 'X-Demo: yes' --body 'ping'
 show invoke target/guests/json-api.wasm -X POST --path /sum --body '{"numbers":[1,2,3]}' --body-only
 echo
-show invoke target/guests/greeter.wasm --path '/?name=operator' --config greeting=Hi
+show invoke target/guests/greeter.wasm --path '/?name=operator' --set greeting=Hi
 show invoke target/guests/hello.wasm --portable --json
 show compile target/guests/hello.wasm -o target/hello.cwasm
 show invoke target/hello.cwasm --body-only

@@ -22,7 +22,7 @@ pub struct GuestArgs {
     #[arg(long, value_name = "MIB", default_value_t = 16)]
     pub max_response_mb: usize,
     /// A configuration value for the guest (repeatable).
-    #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub config: Vec<String>,
 }
 
@@ -44,9 +44,9 @@ impl GuestArgs {
         for item in &self.config {
             let (key, value) = item
                 .split_once('=')
-                .with_context(|| format!("--config {item:?}: expected KEY=VALUE"))?;
+                .with_context(|| format!("--set {item:?}: expected KEY=VALUE"))?;
             if key.is_empty() {
-                bail!("--config {item:?}: the key is empty");
+                bail!("--set {item:?}: the key is empty");
             }
             map.insert(key.to_owned(), value.to_owned());
         }

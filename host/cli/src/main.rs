@@ -1,4 +1,4 @@
-//! `percore`: run, compile and (soon) serve edge:handler components.
+//! `percore`: serve, run, compile and measure edge:handler components.
 #![forbid(unsafe_code)]
 
 mod bench;
@@ -6,6 +6,7 @@ mod compile;
 mod invoke;
 mod limits;
 mod logging;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ enum Command {
     Invoke(invoke::Args),
     /// Validate a component and compile it ahead of time into an artifact.
     Compile(compile::Args),
+    /// Serve components over HTTP on every core.
+    Serve(serve::Args),
     /// Measure compile time, artifact load time and per-request cost of a component.
     Bench(bench::Args),
 }
@@ -38,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Invoke(args) => invoke::run(args),
         Command::Compile(args) => compile::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

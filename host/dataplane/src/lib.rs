@@ -1,1 +1,225 @@
-//! stub
+//! percore's data plane: one pinned thread per core, each with its own io_uring, its own
+//! `SO_REUSEPORT` listening socket, its own wasmtime engine, instances and connections. Nothing
+//! on the request path is shared between cores: no locks, no atomic reference counts. What crosses
+//! threads is read-only (the configuration) or a once-a-second counter snapshot.
+#![forbid(unsafe_code)]
+
+mod conn;
+mod counters;
+mod router;
+mod shard;
+
+pub use counters::{Counters, LATENCY_BUCKETS_US};
+pub use router::{DeploymentSpec, RouteSpec};
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use percore_engine::{Engine, EngineConfig, EpochTicker, InputPreference};
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A socket could not be set up.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A deployment could not be loaded.
+    #[error("deployment `{name}`: {source}")]
+    Deployment {
+        /// The deployment.
+        name: String,
+        /// Why.
+        source: percore_engine::Error,
+    },
+    /// The engine could not be created.
+    #[error(transparent)]
+    Engine(#[from] percore_engine::Error),
+    /// A shard could not start (its ring, its thread).
+    #[error("core {core}: {source}")]
+    Shard {
+        /// The CPU.
+        core: usize,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Everything the data plane needs to run.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The CPUs to run a shard on, one shard each.
+    pub cores: Vec<usize>,
+    /// What to serve.
+    pub deployments: Vec<DeploymentSpec>,
+    /// HTTP limits (head size, header count, body size).
+    pub http: percore_http::Limits,
+    /// Time a client has to send a complete request once it has started one (else 408).
+    pub request_timeout: Duration,
+    /// Time an idle keep-alive connection stays open.
+    pub idle_timeout: Duration,
+    /// Connections one core holds at most; past that, new ones get 503 and `Retry-After`.
+    pub max_connections_per_core: usize,
+    /// Keep instances between requests of the same deployment (they keep their memory: see
+    /// docs); otherwise each request gets a fresh instance.
+    pub reuse_instances: bool,
+    /// Input path for requests.
+    pub input: InputPreference,
+    /// Use a kernel submission-polling thread per ring.
+    pub sqpoll: bool,
+    /// Engine settings (the same on every core, so one artifact serves all).
+    pub engine: EngineConfig,
+}
+
+impl ServeConfig {
+    /// Defaults for everything but what to serve.
+    pub fn new(listen: SocketAddr, deployments: Vec<DeploymentSpec>) -> Self {
+        Self {
+            listen,
+            cores: percore_rt::cpu::allowed_cpus(),
+            deployments,
+            http: percore_http::Limits::default(),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections_per_core: 10_000,
+            reuse_instances: false,
+            input: InputPreference::Region,
+            sqpoll: false,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    shards: Vec<JoinHandle<Counters>>,
+    snapshots: Vec<Arc<Mutex<Counters>>>,
+    _ticker: EpochTicker,
+}
+
+impl Server {
+    /// Load every deployment on every core, bind the sockets and start the shards.
+    pub fn start(config: ServeConfig) -> Result<Self, Error> {
+        if config.cores.is_empty() {
+            return Err(Error::Config("no cores to run on".into()));
+        }
+        let config = Arc::new(config);
+        // Compile each deployment once; every core maps the same artifact.
+        let artifacts = router::prepare_artifacts(&config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut listeners: Vec<TcpListener> = Vec::new();
+        let mut addr = config.listen;
+        for _ in &config.cores {
+            let listener = percore_rt::net::reuseport_listener(addr, 4096)
+                .map_err(|source| Error::Listen { addr, source })?;
+            // With port 0 the first socket picks the port; the others join it.
+            addr = listener
+                .local_addr()
+                .map_err(|source| Error::Listen { addr, source })?;
+            listeners.push(listener);
+        }
+        if let Err(e) = percore_rt::net::attach_cpu_steering(&listeners[0]) {
+            tracing::warn!("cannot attach the CPU-steering BPF program: {e}");
+        }
+        let mut engines = Vec::new();
+        let mut shards = Vec::new();
+        let mut snapshots = Vec::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        for (index, (listener, &core)) in listeners.into_iter().zip(&config.cores).enumerate() {
+            let engine = Engine::without_ticker(config.engine.clone())?;
+            engines.push(engine.wasmtime().clone());
+            let snapshot = Arc::new(Mutex::new(Counters::default()));
+            snapshots.push(snapshot.clone());
+            let shard = shard::Shard::new(
+                index,
+                core,
+                listener,
+                engine,
+                config.clone(),
+                &artifacts,
+                stop.clone(),
+                snapshot,
+            )?;
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("percore-core-{core}"))
+                .spawn(move || shard.run(ready))
+                .map_err(|source| Error::Shard { core, source })?;
+            shards.push(handle);
+        }
+        drop(ready_tx);
+        for _ in 0..shards.len() {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err((core, source))) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(Error::Shard { core, source });
+                }
+                Err(_) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(Error::Config("a shard died while starting".into()));
+                }
+            }
+        }
+        let ticker = EpochTicker::start(engines, config.engine.epoch_tick);
+        Ok(Self {
+            addr,
+            stop,
+            shards,
+            snapshots,
+            _ticker: ticker,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The flag that stops the server (set it from a signal handler).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Counters summed over cores, as of each core's last snapshot (taken every 100 ms).
+    pub fn counters(&self) -> Counters {
+        let mut total = Counters::default();
+        for snapshot in &self.snapshots {
+            total.add(&snapshot.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        total
+    }
+
+    /// Stop accepting, finish what is in flight, and return the final counters.
+    pub fn shutdown(self) -> Counters {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wait()
+    }
+
+    /// Wait until the stop flag is set and every shard has drained.
+    pub fn wait(self) -> Counters {
+        let mut total = Counters::default();
+        for shard in self.shards {
+            match shard.join() {
+                Ok(counters) => total.add(&counters),
+                Err(_) => tracing::error!("a shard panicked"),
+            }
+        }
+        total
+    }
+}

@@ -292,6 +292,15 @@ impl Uring {
         unsafe { self.push(entry) }
     }
 
+    /// Cancel the multishot accept (its final completion still comes).
+    pub fn cancel_accept(&mut self) -> io::Result<()> {
+        let entry = opcode::AsyncCancel::new(user_data(ACCEPT, 0, 0))
+            .build()
+            .user_data(user_data(CANCEL, 0, 0));
+        // SAFETY: cancel points at no buffer.
+        unsafe { self.push(entry) }
+    }
+
     /// Cancel the multishot receive of connection `token` (its final completion still comes).
     pub fn cancel_recv(&mut self, token: u32) -> io::Result<()> {
         let entry = opcode::AsyncCancel::new(user_data(RECV, 0, token))

@@ -1,0 +1,300 @@
+//! `percore serve`: the HTTP server, one pinned shard per core.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use percore_dataplane::{Counters, DeploymentSpec, RouteSpec, ServeConfig, Server};
+use percore_engine::{InputPreference, Limits};
+use serde::Deserialize;
+
+use crate::limits::GuestArgs;
+
+/// Arguments of `percore serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Components to serve: `PATH` (one component, served at `/`) or `NAME=PATH` (served under
+    /// `/NAME`). Not with `--config`.
+    #[arg(conflicts_with = "config_file")]
+    components: Vec<String>,
+    /// A configuration file (TOML): listen address, cores, limits, deployments and routes.
+    #[arg(long = "config", value_name = "FILE")]
+    config_file: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port and prints it).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Number of cores to serve on (default: every CPU this process may use).
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Keep instances between requests of one deployment instead of a fresh one per request.
+    #[arg(long)]
+    reuse_instances: bool,
+    /// Send requests through the portable path instead of the input region.
+    #[arg(long)]
+    portable: bool,
+    /// Use a kernel submission-polling thread per ring (io_uring SQPOLL).
+    #[arg(long)]
+    sqpoll: bool,
+    #[command(flatten)]
+    guest: GuestArgs,
+}
+
+/// The configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    cores: Option<usize>,
+    #[serde(default)]
+    reuse_instances: bool,
+    #[serde(default)]
+    sqpoll: bool,
+    #[serde(default)]
+    portable: bool,
+    #[serde(default)]
+    http: HttpConfig,
+    #[serde(default, rename = "deployment")]
+    deployments: Vec<FileDeployment>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpConfig {
+    max_head_kib: Option<usize>,
+    max_headers: Option<usize>,
+    max_body_mib: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections_per_core: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDeployment {
+    name: String,
+    component: PathBuf,
+    #[serde(default)]
+    routes: Vec<FileRoute>,
+    memory_mb: Option<usize>,
+    cpu_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_response_mb: Option<usize>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    host: Option<String>,
+    #[serde(default = "root")]
+    path: String,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: FileConfig = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid configuration", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    if file.deployments.is_empty() {
+        bail!("{}: no [[deployment]]", path.display());
+    }
+    let defaults = args.guest.limits();
+    let mut names = std::collections::HashSet::new();
+    let deployments = file
+        .deployments
+        .into_iter()
+        .map(|d| {
+            if !names.insert(d.name.clone()) {
+                bail!("deployment `{}` is defined twice", d.name);
+            }
+            let routes = if d.routes.is_empty() {
+                vec![RouteSpec {
+                    host: None,
+                    path_prefix: "/".into(),
+                }]
+            } else {
+                d.routes
+                    .into_iter()
+                    .map(|r| {
+                        if !r.path.starts_with('/') {
+                            bail!(
+                                "deployment `{}`: route path {:?} must start with '/'",
+                                d.name,
+                                r.path
+                            );
+                        }
+                        Ok(RouteSpec {
+                            host: r.host,
+                            path_prefix: r.path,
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            };
+            Ok(DeploymentSpec {
+                component: base.join(&d.component),
+                routes,
+                limits: Limits {
+                    memory_bytes: d.memory_mb.map_or(defaults.memory_bytes, |m| m << 20),
+                    cpu_budget: d.cpu_ms.map_or(defaults.cpu_budget, Duration::from_millis),
+                    wall_deadline: d
+                        .timeout_ms
+                        .map_or(defaults.wall_deadline, Duration::from_millis),
+                    max_response_body: d
+                        .max_response_mb
+                        .map_or(defaults.max_response_body, |m| m << 20),
+                    ..defaults.clone()
+                },
+                config: d.config,
+                name: d.name,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or(DEFAULT_LISTEN.parse()?);
+    let mut config = ServeConfig::new(listen, deployments);
+    config.cores = pick_cores(args.cores.or(file.cores))?;
+    config.reuse_instances = args.reuse_instances || file.reuse_instances;
+    config.sqpoll = args.sqpoll || file.sqpoll;
+    if args.portable || file.portable {
+        config.input = InputPreference::Portable;
+    }
+    let http = &file.http;
+    if let Some(kib) = http.max_head_kib {
+        config.http.max_head = kib << 10;
+    }
+    if let Some(n) = http.max_headers {
+        config.http.max_headers = n;
+    }
+    if let Some(mib) = http.max_body_mib {
+        config.http.max_body = mib << 20;
+    }
+    if let Some(ms) = http.request_timeout_ms {
+        config.request_timeout = Duration::from_millis(ms);
+    }
+    if let Some(ms) = http.idle_timeout_ms {
+        config.idle_timeout = Duration::from_millis(ms);
+    }
+    if let Some(n) = http.max_connections_per_core {
+        config.max_connections_per_core = n;
+    }
+    Ok(config)
+}
+
+fn pick_cores(count: Option<usize>) -> anyhow::Result<Vec<usize>> {
+    let allowed = percore_rt_cpus();
+    match count {
+        None => Ok(allowed),
+        Some(0) => bail!("--cores must be at least 1"),
+        Some(n) if n > allowed.len() => bail!(
+            "--cores {n}: this process may only run on {} CPUs ({allowed:?})",
+            allowed.len()
+        ),
+        Some(n) => Ok(allowed[..n].to_vec()),
+    }
+}
+
+fn percore_rt_cpus() -> Vec<usize> {
+    ServeConfig::new(DEFAULT_LISTEN.parse().expect("valid"), Vec::new()).cores
+}
+
+fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
+    if args.components.is_empty() {
+        bail!("nothing to serve: give one or more components, or --config FILE");
+    }
+    let single = args.components.len() == 1;
+    let limits = args.guest.limits();
+    let config_values = args.guest.config()?;
+    let deployments = args
+        .components
+        .iter()
+        .map(|item| {
+            let (name, path) = match item.split_once('=') {
+                Some((name, path)) => (name.to_owned(), PathBuf::from(path)),
+                None => {
+                    let path = PathBuf::from(item);
+                    let name = path
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| item.clone());
+                    (name, path)
+                }
+            };
+            let prefix = if single {
+                "/".to_owned()
+            } else {
+                format!("/{name}")
+            };
+            DeploymentSpec {
+                name,
+                component: path,
+                routes: vec![RouteSpec {
+                    host: None,
+                    path_prefix: prefix,
+                }],
+                limits: limits.clone(),
+                config: config_values.clone(),
+            }
+        })
+        .collect();
+    let mut config = ServeConfig::new(args.listen.unwrap_or(DEFAULT_LISTEN.parse()?), deployments);
+    config.cores = pick_cores(args.cores)?;
+    config.reuse_instances = args.reuse_instances;
+    config.sqpoll = args.sqpoll;
+    if args.portable {
+        config.input = InputPreference::Portable;
+    }
+    Ok(config)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = match &args.config_file {
+        Some(path) => from_file(path, &args)?,
+        None => from_args(&args)?,
+    };
+    let cores = config.cores.clone();
+    let names: Vec<String> = config.deployments.iter().map(|d| d.name.clone()).collect();
+    let server = Server::start(config).context("the server did not start")?;
+    let stop = server.stop_flag();
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    tracing::info!(cores = ?cores, deployments = ?names, "serving");
+    // The readiness line: scripts and the conformance runner wait for it.
+    println!("percore: listening on http://{}", server.local_addr());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    let counters = server.wait();
+    print_summary(&counters);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(c: &Counters) {
+    tracing::info!(
+        requests = c.requests,
+        guest_requests = c.guest_requests,
+        status_2xx = c.status_2xx,
+        status_4xx = c.status_4xx,
+        status_5xx = c.status_5xx,
+        faults_timeout = c.fault_timeout,
+        faults_oom = c.fault_out_of_memory,
+        faults_trap = c.fault_trap,
+        faults_bad_response = c.fault_bad_response,
+        bad_requests = c.bad_requests,
+        connections = c.connections,
+        request_copies = c.request_copies,
+        request_bytes_copied = c.request_bytes_copied,
+        "stopped"
+    );
+}

@@ -1,0 +1,215 @@
+//! Deployments, their artifacts, and routing by `Host` and path prefix.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use percore_engine::{Engine, Limits};
+
+use crate::{Error, ServeConfig};
+
+/// Where a deployment is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    /// Only requests whose `Host` (without port) is this name; any host when `None`.
+    pub host: Option<String>,
+    /// Only paths equal to this prefix or below it (segment-wise: `/api` matches `/api` and
+    /// `/api/x`, not `/apix`).
+    pub path_prefix: String,
+}
+
+/// One thing to serve.
+#[derive(Debug, Clone)]
+pub struct DeploymentSpec {
+    /// Its name (logs, counters).
+    pub name: String,
+    /// A component (compiled at start) or an artifact from `percore compile`.
+    pub component: PathBuf,
+    /// Where it is reached.
+    pub routes: Vec<RouteSpec>,
+    /// Its per-request limits.
+    pub limits: Limits,
+    /// Its configuration values.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Compiled artifacts, one per deployment, in deployment order.
+pub(crate) type Artifacts = Vec<PathBuf>;
+
+/// The directory artifacts are cached in: `$PERCORE_ARTIFACTS`, else the user's cache directory.
+fn artifact_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PERCORE_ARTIFACTS") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("percore").join("artifacts")
+}
+
+/// Compile every deployment that is not an artifact yet, once, into the content-addressed cache
+/// (keyed by the component's bytes and the engine's configuration). The data plane only maps.
+pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error> {
+    let mut engine: Option<Engine> = None;
+    let mut artifacts = Vec::new();
+    for deployment in &config.deployments {
+        let error = |source| Error::Deployment {
+            name: deployment.name.clone(),
+            source,
+        };
+        let bytes = std::fs::read(&deployment.component).map_err(|e| {
+            error(percore_engine::Error::Io {
+                path: deployment.component.clone(),
+                error: e,
+            })
+        })?;
+        if wasmtime_is_precompiled(&bytes) {
+            artifacts.push(deployment.component.clone());
+            continue;
+        }
+        let engine = match &mut engine {
+            Some(engine) => engine,
+            None => engine.insert(Engine::without_ticker(config.engine.clone())?),
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        format!("{:?}", config.engine).hash(&mut hasher);
+        env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        let dir = artifact_dir();
+        let path = dir.join(format!("{:016x}.cwasm", hasher.finish()));
+        if !path.exists() {
+            let artifact = engine.compile(&bytes).map_err(error)?;
+            write_atomically(&dir, &path, &artifact).map_err(|e| Error::Deployment {
+                name: deployment.name.clone(),
+                source: percore_engine::Error::Io {
+                    path: path.clone(),
+                    error: e,
+                },
+            })?;
+            tracing::info!(deployment = %deployment.name, artifact = %path.display(), "compiled");
+        }
+        artifacts.push(path);
+    }
+    Ok(artifacts)
+}
+
+fn wasmtime_is_precompiled(bytes: &[u8]) -> bool {
+    // wasmtime artifacts are ELF files; components start with "\0asm".
+    bytes.starts_with(b"\x7fELF")
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// A route resolved to a deployment index.
+#[derive(Debug)]
+struct Route {
+    host: Option<String>,
+    prefix: String,
+    deployment: usize,
+}
+
+/// The route table: most specific first (a host before any host, then the longest prefix).
+#[derive(Debug)]
+pub(crate) struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub(crate) fn new(deployments: &[DeploymentSpec]) -> Arc<Self> {
+        let mut routes: Vec<Route> = deployments
+            .iter()
+            .enumerate()
+            .flat_map(|(i, d)| {
+                d.routes.iter().map(move |r| Route {
+                    host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                    prefix: r.path_prefix.trim_end_matches('/').to_owned(),
+                    deployment: i,
+                })
+            })
+            .collect();
+        routes.sort_by(|a, b| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+        });
+        Arc::new(Self { routes })
+    }
+
+    /// The deployment for a request with this `Host` header value and target.
+    pub(crate) fn route(&self, host: Option<&[u8]>, target: &str) -> Option<usize> {
+        let host = host.map(|h| {
+            let h = std::str::from_utf8(h).unwrap_or("");
+            // Strip a port, keeping IPv6 literals whole.
+            match h.rfind(':') {
+                Some(i) if !h[i..].contains(']') => &h[..i],
+                _ => h,
+            }
+        });
+        let path = target.split(['?', '#']).next().unwrap_or(target);
+        self.routes
+            .iter()
+            .find(|r| {
+                let host_ok = match (&r.host, host) {
+                    (None, _) => true,
+                    (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                    (Some(_), None) => false,
+                };
+                host_ok
+                    && (r.prefix.is_empty()
+                        || path == r.prefix
+                        || path.starts_with(&r.prefix)
+                            && path.as_bytes().get(r.prefix.len()) == Some(&b'/'))
+            })
+            .map(|r| r.deployment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, routes: &[(Option<&str>, &str)]) -> DeploymentSpec {
+        DeploymentSpec {
+            name: name.into(),
+            component: PathBuf::new(),
+            routes: routes
+                .iter()
+                .map(|(h, p)| RouteSpec {
+                    host: h.map(str::to_owned),
+                    path_prefix: p.to_string(),
+                })
+                .collect(),
+            limits: Limits::default(),
+            config: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn most_specific_route_wins() {
+        let router = Router::new(&[
+            spec("root", &[(None, "/")]),
+            spec("api", &[(None, "/api")]),
+            spec("host", &[(Some("a.example"), "/")]),
+        ]);
+        assert_eq!(router.route(Some(b"x"), "/"), Some(0));
+        assert_eq!(router.route(Some(b"x"), "/api"), Some(1));
+        assert_eq!(router.route(Some(b"x"), "/api/v1?q"), Some(1));
+        assert_eq!(router.route(Some(b"x"), "/apix"), Some(0));
+        assert_eq!(router.route(Some(b"A.example:8080"), "/api"), Some(2));
+        let router = Router::new(&[spec("api", &[(None, "/api/")])]);
+        assert_eq!(router.route(None, "/"), None);
+        assert_eq!(router.route(None, "/api/x"), Some(0));
+    }
+}

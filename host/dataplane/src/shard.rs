@@ -1,0 +1,752 @@
+//! One core's shard: its ring, its socket, its engine, its connections, its event loop.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use percore_engine::{Engine, Fault, Handler, Instance, Limits, LogLevel, Request};
+use percore_http::{BodyFraming, ChunkedDecoder, ParseError};
+use percore_rt::uring::{Event, Uring, UringConfig};
+
+use crate::conn::{BodyLeft, Conn, Conns, PendingRequest};
+use crate::counters::Counters;
+use crate::router::{Artifacts, Router};
+use crate::{Error, ServeConfig};
+
+/// How often a shard looks at its clock: timeouts, the stop flag, the counter snapshot.
+const TICK: Duration = Duration::from_millis(100);
+/// How long a stopping shard waits for in-flight requests.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// Instances kept per deployment on one core when reuse is on.
+const POOL_SIZE: usize = 16;
+
+/// One deployment as loaded on one core.
+struct Deployed {
+    name: String,
+    handler: Handler,
+    limits: Arc<Limits>,
+    config: Arc<BTreeMap<String, String>>,
+    pool: Vec<Instance>,
+}
+
+/// A request ready to run: views into the receive buffer or a pending request's copy.
+struct View<'a> {
+    method: &'a str,
+    target: &'a str,
+    headers: &'a [(&'a str, &'a [u8])],
+    keep_alive: bool,
+}
+
+/// One core's shard.
+pub(crate) struct Shard {
+    core: usize,
+    listener: TcpListener,
+    /// Owns the engine the handlers were loaded into (kept for the shard's lifetime).
+    _engine: Engine,
+    config: Arc<ServeConfig>,
+    deployments: Vec<Deployed>,
+    router: Arc<Router>,
+    stop: Arc<AtomicBool>,
+    snapshot: Arc<Mutex<Counters>>,
+    counters: Counters,
+    conns: Conns,
+    draining: bool,
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        _index: usize,
+        core: usize,
+        listener: TcpListener,
+        engine: Engine,
+        config: Arc<ServeConfig>,
+        artifacts: &Artifacts,
+        stop: Arc<AtomicBool>,
+        snapshot: Arc<Mutex<Counters>>,
+    ) -> Result<Self, Error> {
+        let mut deployments = Vec::new();
+        for (spec, artifact) in config.deployments.iter().zip(artifacts) {
+            let handler = engine
+                .load_artifact(artifact)
+                .map_err(|source| Error::Deployment {
+                    name: spec.name.clone(),
+                    source,
+                })?;
+            deployments.push(Deployed {
+                name: spec.name.clone(),
+                handler,
+                limits: Arc::new(spec.limits.clone()),
+                config: Arc::new(spec.config.clone()),
+                pool: Vec::new(),
+            });
+        }
+        Ok(Self {
+            core,
+            listener,
+            _engine: engine,
+            router: Router::new(&config.deployments),
+            config,
+            deployments,
+            stop,
+            snapshot,
+            counters: Counters::default(),
+            conns: Conns::default(),
+            draining: false,
+        })
+    }
+
+    /// The event loop. Reports readiness (or why it could not start) through `ready`.
+    pub(crate) fn run(mut self, ready: Sender<Result<(), (usize, std::io::Error)>>) -> Counters {
+        if let Err(e) = percore_rt::cpu::pin_current_thread(self.core) {
+            tracing::warn!(core = self.core, "cannot pin the shard thread: {e}");
+        }
+        let ring = Uring::new(UringConfig {
+            sqpoll_idle: self.config.sqpoll.then_some(Duration::from_millis(50)),
+            ..UringConfig::default()
+        })
+        .and_then(|mut ring| {
+            ring.accept_multi(&self.listener)?;
+            ring.timer(TICK)?;
+            Ok(ring)
+        });
+        let mut ring = match ring {
+            Ok(ring) => {
+                let _ = ready.send(Ok(()));
+                ring
+            }
+            Err(e) => {
+                let _ = ready.send(Err((self.core, e)));
+                return self.counters;
+            }
+        };
+        tracing::debug!(
+            core = self.core,
+            ring_fd = ring.as_raw_fd(),
+            "shard running"
+        );
+        let mut events = Vec::with_capacity(256);
+        let mut dirty = Vec::with_capacity(256);
+        let mut drain_started = None;
+        loop {
+            if self.stop.load(Ordering::Relaxed) && !self.draining {
+                self.begin_drain(&mut ring, &mut dirty);
+                drain_started = Some(Instant::now());
+            }
+            if self.draining
+                && (self.conns.len() == 0
+                    || drain_started.is_some_and(|t: Instant| t.elapsed() > DRAIN_DEADLINE))
+            {
+                break;
+            }
+            if let Err(e) = ring.submit_and_wait(1) {
+                tracing::error!(core = self.core, "io_uring: {e}");
+                break;
+            }
+            ring.drain(&mut events);
+            for event in events.drain(..) {
+                self.on_event(&mut ring, event, &mut dirty);
+            }
+            self.flush(&mut ring, &mut dirty);
+        }
+        self.publish();
+        drop(ring);
+        self.counters
+    }
+
+    fn on_event(&mut self, ring: &mut Uring, event: Event, dirty: &mut Vec<u32>) {
+        match event {
+            Event::Accepted { result, more } => {
+                if !more && !self.draining {
+                    if let Err(e) = ring.accept_multi(&self.listener) {
+                        tracing::error!(core = self.core, "re-arming accept: {e}");
+                    }
+                }
+                match result {
+                    Ok(fd) => self.accept(ring, fd),
+                    Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
+                    Err(e) => tracing::warn!(core = self.core, "accept: {e}"),
+                }
+            }
+            Event::Received {
+                token,
+                result,
+                more,
+            } => {
+                let Some(conn) = self.conns.get_mut(token) else {
+                    if let Ok(Some(lease)) = result {
+                        ring.recycle(lease);
+                    }
+                    return;
+                };
+                if !more {
+                    conn.recv_armed = false;
+                }
+                match result {
+                    Ok(Some(lease)) => {
+                        self.counters.bytes_in += lease.len() as u64;
+                        self.on_bytes(token, ring.leased(&lease));
+                        ring.recycle(lease);
+                    }
+                    Ok(None) => {
+                        if let Some(conn) = self.conns.get_mut(token) {
+                            conn.peer_closed = true;
+                            conn.closing = true;
+                        }
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                    Err(_) => {
+                        if let Some(conn) = self.conns.get_mut(token) {
+                            conn.peer_closed = true;
+                            conn.closing = true;
+                            conn.out.clear();
+                        }
+                    }
+                }
+                dirty.push(token);
+            }
+            Event::Sent { token, result, buf } => {
+                let Some(conn) = self.conns.get_mut(token) else {
+                    return;
+                };
+                conn.sending = false;
+                match result {
+                    Ok(n) => {
+                        self.counters.bytes_out += n as u64;
+                        conn.last_active = Instant::now();
+                        let mut buf = buf;
+                        if n < buf.len() {
+                            // Partial send: what is left goes first, then anything queued since.
+                            buf.drain(..n);
+                            buf.extend_from_slice(&conn.out);
+                            conn.out = buf;
+                        } else {
+                            buf.clear();
+                            conn.spare = buf;
+                        }
+                    }
+                    Err(_) => {
+                        // The peer is gone: drop what is left and close.
+                        conn.out.clear();
+                        conn.closing = true;
+                        conn.peer_closed = true;
+                    }
+                }
+                dirty.push(token);
+            }
+            Event::Timer => {
+                self.on_tick(dirty);
+                if let Err(e) = ring.timer(TICK) {
+                    tracing::error!(core = self.core, "arming the timer: {e}");
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, ring: &mut Uring, fd: std::os::fd::OwnedFd) {
+        let stream = std::net::TcpStream::from(fd);
+        if self.draining {
+            return;
+        }
+        self.counters.connections += 1;
+        if self.conns.len() >= self.config.max_connections_per_core {
+            self.counters.overloaded += 1;
+            let mut out = Vec::new();
+            percore_http::write_simple(
+                &mut out,
+                503,
+                &[("retry-after", b"1")],
+                "this core is at its connection limit; retry shortly\n",
+                false,
+            );
+            self.counters.status(503);
+            // A fresh socket's send buffer takes a short response without blocking.
+            let _ = std::io::Write::write_all(&mut &stream, &out);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let token = self.conns.insert(Conn::new(stream, Instant::now()));
+        let conn = self.conns.get_mut(token).expect("just inserted");
+        match ring.recv_multi(token, &conn.stream) {
+            Ok(()) => conn.recv_armed = true,
+            Err(e) => {
+                tracing::warn!(core = self.core, "arming receive: {e}");
+                self.conns.remove(token);
+            }
+        }
+    }
+
+    /// Bytes arrived on connection `token`: parse and answer every complete request in them.
+    fn on_bytes(&mut self, token: u32, bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        conn.last_active = Instant::now();
+        if conn.closing {
+            return;
+        }
+        if conn.inbuf.is_empty() && conn.pending.is_none() {
+            // The common case: parse straight from the receive buffer, no copy.
+            let used = self.process(token, bytes);
+            if let Some(conn) = self.conns.get_mut(token) {
+                // An incomplete head: keep its bytes (a pending body has taken its own already).
+                if used < bytes.len() && !conn.closing && conn.pending.is_none() {
+                    let rest = &bytes[used..];
+                    conn.inbuf.extend_from_slice(rest);
+                    self.counters.request_copies += 1;
+                    self.counters.request_bytes_copied += rest.len() as u64;
+                }
+            }
+        } else {
+            let mut data = std::mem::take(&mut conn.inbuf);
+            data.extend_from_slice(bytes);
+            self.counters.request_copies += 1;
+            self.counters.request_bytes_copied += bytes.len() as u64;
+            let used = self.process(token, &data);
+            if let Some(conn) = self.conns.get_mut(token) {
+                if !conn.closing && used < data.len() {
+                    data.drain(..used);
+                    conn.inbuf = data;
+                }
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.request_deadline = match (conn.mid_request(), conn.request_deadline) {
+                (false, _) => None,
+                (true, Some(deadline)) => Some(deadline),
+                (true, None) => Some(Instant::now() + self.config.request_timeout),
+            };
+        }
+    }
+
+    /// Answer every complete request at the start of `data`; returns the bytes used.
+    fn process(&mut self, token: u32, data: &[u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            let Some(conn) = self.conns.get_mut(token) else {
+                return data.len();
+            };
+            if conn.closing {
+                return data.len();
+            }
+            if let Some(mut pending) = conn.pending.take() {
+                let used = match feed_body(&mut pending, &data[pos..]) {
+                    Ok(used) => used,
+                    Err(e) => {
+                        self.reject(token, &e);
+                        return data.len();
+                    }
+                };
+                pos += used;
+                if body_complete(&pending) {
+                    self.counters.request_copies += 1;
+                    self.counters.request_bytes_copied += pending.body.len() as u64;
+                    let headers: Vec<(&str, &[u8])> = pending
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_slice()))
+                        .collect();
+                    let view = View {
+                        method: &pending.method,
+                        target: &pending.target,
+                        headers: &headers,
+                        keep_alive: pending.keep_alive,
+                    };
+                    self.dispatch(token, &view, &pending.body);
+                    continue;
+                }
+                if let Some(conn) = self.conns.get_mut(token) {
+                    conn.pending = Some(pending);
+                }
+                return pos;
+            }
+            if pos == data.len() {
+                return pos;
+            }
+            let head = match percore_http::parse_head(&data[pos..], &self.config.http) {
+                Ok(Some(head)) => head,
+                Ok(None) => return pos,
+                Err(e) => {
+                    self.reject(token, &e);
+                    return data.len();
+                }
+            };
+            let body_start = pos + head.len;
+            let available = &data[body_start..];
+            let keep_alive = head.keep_alive && !self.draining;
+            match head.framing {
+                BodyFraming::None => {
+                    let view = View {
+                        method: head.method,
+                        target: head.target,
+                        headers: &head.headers,
+                        keep_alive,
+                    };
+                    self.dispatch(token, &view, b"");
+                    pos = body_start;
+                }
+                BodyFraming::Length(n) if available.len() >= n => {
+                    let view = View {
+                        method: head.method,
+                        target: head.target,
+                        headers: &head.headers,
+                        keep_alive,
+                    };
+                    self.dispatch(token, &view, &available[..n]);
+                    pos = body_start + n;
+                }
+                BodyFraming::Chunked => {
+                    let mut decoder = ChunkedDecoder::new(self.config.http.max_body);
+                    let mut body = Vec::new();
+                    let used = match decoder.decode(available, &mut body) {
+                        Ok(used) => used,
+                        Err(e) => {
+                            self.reject(token, &e);
+                            return data.len();
+                        }
+                    };
+                    if decoder.is_done() {
+                        self.counters.request_copies += 1;
+                        self.counters.request_bytes_copied += body.len() as u64;
+                        let view = View {
+                            method: head.method,
+                            target: head.target,
+                            headers: &head.headers,
+                            keep_alive,
+                        };
+                        self.dispatch(token, &view, &body);
+                        pos = body_start + used;
+                    } else {
+                        self.start_pending(
+                            token,
+                            &head,
+                            keep_alive,
+                            body,
+                            BodyLeft::Chunked(decoder),
+                        );
+                        return data.len();
+                    }
+                }
+                BodyFraming::Length(n) => {
+                    let body = available.to_vec();
+                    let left = n - body.len();
+                    self.start_pending(token, &head, keep_alive, body, BodyLeft::Length(left));
+                    return data.len();
+                }
+            }
+        }
+    }
+
+    fn start_pending(
+        &mut self,
+        token: u32,
+        head: &percore_http::Head<'_>,
+        keep_alive: bool,
+        mut body: Vec<u8>,
+        left: BodyLeft,
+    ) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if head.expect_continue {
+            conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        body.reserve(match &left {
+            BodyLeft::Length(n) => (*n).min(1 << 20),
+            BodyLeft::Chunked(_) => 0,
+        });
+        conn.pending = Some(PendingRequest {
+            method: head.method.to_owned(),
+            target: head.target.to_owned(),
+            headers: head
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
+            keep_alive,
+            body,
+            body_left: left,
+        });
+    }
+
+    /// Answer with the error's status and close.
+    fn reject(&mut self, token: u32, error: &ParseError) {
+        self.counters.bad_requests += 1;
+        let status = error.status();
+        self.counters.status(status);
+        if let Some(conn) = self.conns.get_mut(token) {
+            percore_http::write_simple(&mut conn.out, status, &[], &format!("{error}\n"), false);
+            conn.closing = true;
+            conn.pending = None;
+            conn.inbuf.clear();
+        }
+    }
+
+    /// Run one complete request and queue its response. The guest sees the decoded body, with no
+    /// `transfer-encoding` and a `content-length` that gives the decoded length.
+    fn dispatch(&mut self, token: u32, view: &View<'_>, body: &[u8]) {
+        let started = Instant::now();
+        let is_head = view.method == "HEAD";
+        let keep_alive = view.keep_alive && !self.draining;
+        let host = view
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| *v);
+        let length = body.len().to_string();
+        let headers: Vec<(&str, &[u8])> = view
+            .headers
+            .iter()
+            .filter(|(n, _)| {
+                !n.eq_ignore_ascii_case("transfer-encoding")
+                    && !n.eq_ignore_ascii_case("content-length")
+            })
+            .copied()
+            .chain((!body.is_empty()).then_some(("content-length", length.as_bytes())))
+            .collect();
+        // Responses are appended to what is already queued, in request order (pipelining).
+        let mut out = self
+            .conns
+            .get_mut(token)
+            .map(|c| std::mem::take(&mut c.out))
+            .unwrap_or_default();
+        let status = match self.router.route(host, view.target) {
+            None => {
+                let body = "no deployment serves this route\n";
+                respond_simple(&mut out, 404, &[], body, keep_alive, is_head);
+                404
+            }
+            Some(index) => {
+                let request = Request {
+                    method: view.method,
+                    path_with_query: view.target,
+                    headers: &headers,
+                    body,
+                };
+                self.run_guest(index, &request, is_head, keep_alive, &mut out)
+            }
+        };
+        self.counters.status(status);
+        self.counters
+            .latency_us(started.elapsed().as_micros() as u64);
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.out = out;
+            if !keep_alive {
+                conn.closing = true;
+            }
+        }
+    }
+
+    fn run_guest(
+        &mut self,
+        index: usize,
+        request: &Request<'_>,
+        is_head: bool,
+        keep_alive: bool,
+        out: &mut Vec<u8>,
+    ) -> u16 {
+        let reuse = self.config.reuse_instances;
+        let input = self.config.input;
+        let deployment = &mut self.deployments[index];
+        let instance = match deployment.pool.pop() {
+            Some(instance) => Ok(instance),
+            None => {
+                self.counters.instances_created += 1;
+                deployment
+                    .handler
+                    .instantiate(deployment.limits.clone(), deployment.config.clone())
+            }
+        };
+        let (result, keep) = match instance {
+            Ok(mut instance) => {
+                let invocation = instance.handle(request, input);
+                self.counters.guest_requests += 1;
+                self.counters.request_copies += u64::from(invocation.stats.request_copies);
+                self.counters.request_bytes_copied += invocation.stats.request_bytes_copied as u64;
+                for record in &invocation.logs {
+                    log_guest(
+                        &deployment.name,
+                        record.level,
+                        &record.message,
+                        &record.fields,
+                    );
+                }
+                let keep = (reuse && instance.is_usable()).then_some(instance);
+                (invocation.result, keep)
+            }
+            Err(fault) => (Err(fault), None),
+        };
+        if let Some(instance) = keep {
+            if deployment.pool.len() < POOL_SIZE {
+                deployment.pool.push(instance);
+            }
+        }
+        match result {
+            Ok(response) => {
+                let headers = response
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_slice()));
+                percore_http::write_head(
+                    out,
+                    response.status,
+                    headers,
+                    response.body.len(),
+                    keep_alive,
+                );
+                if !is_head {
+                    out.extend_from_slice(&response.body);
+                }
+                response.status
+            }
+            Err(fault) => {
+                match &fault {
+                    Fault::Timeout { .. } => self.counters.fault_timeout += 1,
+                    Fault::OutOfMemory { .. } => self.counters.fault_out_of_memory += 1,
+                    Fault::Trap { .. } | Fault::Poisoned => self.counters.fault_trap += 1,
+                    Fault::BadResponse { .. } | Fault::ResponseTooLarge { .. } => {
+                        self.counters.fault_bad_response += 1
+                    }
+                }
+                tracing::warn!(deployment = %deployment.name, kind = fault.kind(), "{fault}");
+                let status = fault.http_status();
+                let kind = fault.kind();
+                let body = format!("guest fault: {kind}\n");
+                let extra = [("x-percore-fault", kind.as_bytes())];
+                respond_simple(out, status, &extra, &body, keep_alive, is_head);
+                status
+            }
+        }
+    }
+
+    /// Hand pending output to the kernel and close what is finished.
+    fn flush(&mut self, ring: &mut Uring, dirty: &mut Vec<u32>) {
+        dirty.sort_unstable();
+        dirty.dedup();
+        for token in dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if !conn.sending && !conn.out.is_empty() && !conn.peer_closed {
+                let spare = std::mem::take(&mut conn.spare);
+                let buf = std::mem::replace(&mut conn.out, spare);
+                match ring.send(token, &conn.stream, buf, 0) {
+                    Ok(()) => conn.sending = true,
+                    Err(_) => conn.closing = true,
+                }
+            }
+            if conn.closing && !conn.sending && conn.out.is_empty() {
+                let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+                if conn.recv_armed && !conn.cancelled {
+                    conn.cancelled = true;
+                    let _ = ring.cancel_recv(token);
+                }
+            }
+            if conn.finished() {
+                self.conns.remove(token);
+            }
+        }
+    }
+
+    fn begin_drain(&mut self, ring: &mut Uring, dirty: &mut Vec<u32>) {
+        self.draining = true;
+        let _ = ring.cancel_accept();
+        for token in self.conns.tokens() {
+            if let Some(conn) = self.conns.get_mut(token) {
+                if !conn.mid_request() {
+                    conn.closing = true;
+                }
+            }
+            dirty.push(token);
+        }
+        self.flush(ring, dirty);
+    }
+
+    fn on_tick(&mut self, dirty: &mut Vec<u32>) {
+        let now = Instant::now();
+        for token in self.conns.tokens() {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.closing {
+                continue;
+            }
+            if conn.request_deadline.is_some_and(|d| now > d) {
+                self.counters.bad_requests += 1;
+                self.counters.status(408);
+                percore_http::write_simple(&mut conn.out, 408, &[], "request timeout\n", false);
+                conn.closing = true;
+                conn.pending = None;
+                conn.inbuf.clear();
+                dirty.push(token);
+            } else if !conn.mid_request()
+                && !conn.sending
+                && conn.out.is_empty()
+                && now.duration_since(conn.last_active) > self.config.idle_timeout
+            {
+                conn.closing = true;
+                dirty.push(token);
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Ok(mut snapshot) = self.snapshot.lock() {
+            *snapshot = self.counters.clone();
+        }
+    }
+}
+
+/// A host-made response; no body in answer to `HEAD`.
+fn respond_simple(
+    out: &mut Vec<u8>,
+    status: u16,
+    extra: &[(&str, &[u8])],
+    body: &str,
+    keep_alive: bool,
+    is_head: bool,
+) {
+    let start = out.len();
+    percore_http::write_simple(out, status, extra, body, keep_alive);
+    if is_head {
+        out.truncate(out.len() - body.len());
+    }
+    debug_assert!(out[start..].starts_with(b"HTTP/1.1 "));
+}
+
+fn feed_body(pending: &mut PendingRequest, data: &[u8]) -> Result<usize, ParseError> {
+    match &mut pending.body_left {
+        BodyLeft::Length(left) => {
+            let take = (*left).min(data.len());
+            pending.body.extend_from_slice(&data[..take]);
+            *left -= take;
+            Ok(take)
+        }
+        BodyLeft::Chunked(decoder) => decoder.decode(data, &mut pending.body),
+    }
+}
+
+fn body_complete(pending: &PendingRequest) -> bool {
+    match &pending.body_left {
+        BodyLeft::Length(left) => *left == 0,
+        BodyLeft::Chunked(decoder) => decoder.is_done(),
+    }
+}
+
+fn log_guest(deployment: &str, level: LogLevel, message: &str, fields: &[(String, String)]) {
+    let mut line = message.to_owned();
+    for (k, v) in fields {
+        line.push_str(&format!(" {k}={v}"));
+    }
+    match level {
+        LogLevel::Trace => tracing::trace!(deployment, "{line}"),
+        LogLevel::Debug => tracing::debug!(deployment, "{line}"),
+        LogLevel::Info => tracing::info!(deployment, "{line}"),
+        LogLevel::Warn => tracing::warn!(deployment, "{line}"),
+        LogLevel::Error => tracing::error!(deployment, "{line}"),
+    }
+}
