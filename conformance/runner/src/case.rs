@@ -1,0 +1,213 @@
+//! The declarative case format (`conformance/cases/<name>/case.toml`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// One case: deployments the host must serve and exchanges to check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// What the case checks, in one sentence.
+    pub description: String,
+    /// Rule of the contract the case pins (section of conformance/README.md).
+    #[serde(default)]
+    pub rule: String,
+    /// Deployments the host is started with.
+    #[serde(rename = "deployment")]
+    pub deployments: Vec<Deployment>,
+    /// Requests, sent in order, each on its own connection unless `connection` groups them.
+    #[serde(rename = "request", default)]
+    pub requests: Vec<Exchange>,
+    /// Raw exchanges: bytes written as they are, responses read in order.
+    #[serde(rename = "raw", default)]
+    pub raws: Vec<RawExchange>,
+    /// Host-wide settings (HTTP limits).
+    #[serde(default)]
+    pub host: HostSettings,
+    /// Filled in when loaded.
+    #[serde(skip)]
+    pub name: String,
+    /// Filled in when loaded.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+/// Host-wide settings a case needs.
+#[derive(Debug, Default, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HostSettings {
+    pub max_body_mib: Option<usize>,
+    pub max_head_kib: Option<usize>,
+    pub request_timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub portable: bool,
+    #[serde(default)]
+    pub reuse_instances: bool,
+}
+
+/// A deployment in the manifest given to the host.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    pub name: String,
+    /// A guest from the guests folder, by name (`echo` means `<guests>/echo.wasm`).
+    pub guest: String,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    pub memory_mb: Option<usize>,
+    pub cpu_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub max_response_mb: Option<usize>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// A route of a deployment.
+#[derive(Debug, Deserialize, Clone, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub host: Option<String>,
+    #[serde(default = "root")]
+    pub path: String,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+/// A request and what its response must look like.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exchange {
+    #[serde(default = "get")]
+    pub method: String,
+    #[serde(default = "root")]
+    pub path: String,
+    /// Header fields, in order; `Host` is added unless given.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(flatten)]
+    pub body: BodySpec,
+    /// Send the body with chunked transfer coding (in chunks of this many bytes).
+    pub chunked: Option<usize>,
+    /// Send it this many times on one keep-alive connection.
+    #[serde(default = "one")]
+    pub repeat: usize,
+    pub expect: Expect,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Raw bytes and the responses expected, in order, on one connection.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExchange {
+    /// Bytes to write, with `\r\n` written as such in TOML.
+    pub send: String,
+    /// Write the bytes one at a time with this pause (ms) between them (slow clients).
+    pub trickle_ms: Option<u64>,
+    /// Close the writing side after sending.
+    #[serde(default)]
+    pub half_close: bool,
+    /// Answer to a `HEAD`-style request: the listed responses have no body.
+    #[serde(default)]
+    pub head_responses: Vec<usize>,
+    pub expect: Vec<Expect>,
+    /// After the responses the host must close the connection.
+    #[serde(default)]
+    pub expect_close: bool,
+}
+
+/// A body, given as text, hex, or a repeated byte.
+#[derive(Debug, Deserialize, Default)]
+pub struct BodySpec {
+    pub body: Option<String>,
+    pub body_hex: Option<String>,
+    pub body_repeat: Option<(u8, usize)>,
+}
+
+impl BodySpec {
+    pub fn bytes(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(match (&self.body, &self.body_hex, &self.body_repeat) {
+            (Some(text), None, None) => Some(text.clone().into_bytes()),
+            (None, Some(hex), None) => Some(decode_hex(hex)?),
+            (None, None, Some((byte, count))) => Some(vec![*byte; *count]),
+            (None, None, None) => None,
+            _ => bail!("give at most one of body, body_hex, body_repeat"),
+        })
+    }
+}
+
+pub fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
+    let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+    if hex.len() % 2 != 0 {
+        bail!("odd number of hex digits");
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).context("bad hex"))
+        .collect()
+}
+
+/// What a response must look like.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub status: Option<u16>,
+    /// Fields that must appear with exactly these values, in this order among fields of the same
+    /// name (a name listed twice must appear at least twice, in that order).
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Fields that must appear, with any value.
+    #[serde(default)]
+    pub headers_present: Vec<String>,
+    /// Fields that must not appear.
+    #[serde(default)]
+    pub headers_absent: Vec<String>,
+    #[serde(flatten)]
+    pub body: BodySpec,
+    pub body_contains: Option<String>,
+    pub body_len: Option<usize>,
+    /// The body is empty (and, for 204/304/HEAD, absent).
+    #[serde(default)]
+    pub body_empty: bool,
+    /// Different requests must get different bodies (e.g. random bytes): checked across repeats.
+    #[serde(default)]
+    pub bodies_differ: bool,
+    /// The same body across repeats (e.g. state does not persist).
+    #[serde(default)]
+    pub bodies_equal: bool,
+}
+
+pub fn load_all(dir: &Path) -> anyhow::Result<Vec<Case>> {
+    let mut cases = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path().join("case.toml");
+        if !path.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let mut case: Case = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid case", path.display()))?;
+        case.name = entry.file_name().to_string_lossy().into_owned();
+        case.dir = entry.path();
+        if case.requests.is_empty() && case.raws.is_empty() {
+            bail!("{}: no [[request]] or [[raw]]", path.display());
+        }
+        cases.push(case);
+    }
+    Ok(cases)
+}
