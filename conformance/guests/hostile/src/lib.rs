@@ -1,0 +1,62 @@
+//! A guest that misbehaves on request, to test that hosts contain it.
+//!
+//! `/ok` answers normally; `/loop` never returns; `/grow` allocates until memory runs out;
+//! `/recurse` overflows the stack; `/panic` panics; `/big?mb=N` answers with N MiB;
+//! `/stdout` prints to stdout and stderr; `/env` reports what the WASI sandbox exposes.
+
+use std::hint::black_box;
+
+use percore_guest::{Request, Response, handler};
+
+// Unbounded on purpose: the host must stop it with a stack-overflow trap.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, trail: &mut Vec<u64>) -> u64 {
+    // The frame holds data used after the call, so this cannot become a loop.
+    let local = [depth; 16];
+    trail.push(black_box(local[depth as usize % 16]));
+    let below = recurse(depth + 1, trail);
+    black_box(local[0] + below)
+}
+
+#[handler]
+fn hostile(req: Request) -> Response {
+    match req.path() {
+        "/ok" => Response::text(200, "ok"),
+        "/loop" => {
+            let mut counter = 0u64;
+            loop {
+                counter = black_box(counter.wrapping_add(1));
+            }
+        }
+        "/grow" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                black_box(&hoard);
+            }
+        }
+        "/recurse" => {
+            let mut trail = Vec::new();
+            Response::text(200, recurse(0, &mut trail).to_string())
+        }
+        "/panic" => panic!("deliberate panic"),
+        "/big" => {
+            let mb: usize = req
+                .query_param("mb")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(32);
+            Response::bytes(200, vec![b'x'; mb << 20])
+        }
+        "/stdout" => {
+            println!("to stdout");
+            eprintln!("to stderr");
+            Response::text(200, "printed")
+        }
+        "/env" => {
+            let env = std::env::vars().count();
+            let fs = if std::fs::read_dir("/").is_ok() { "ok" } else { "error" };
+            Response::text(200, format!("env={env} fs={fs}"))
+        }
+        _ => Response::text(404, "unknown behaviour"),
+    }
+}

@@ -1,0 +1,8 @@
+;; A valid component that exports some other interface instead of edge:handler/guest.
+(component
+  (core module $m
+    (func (export "answer") (result i32) i32.const 42))
+  (core instance $i (instantiate $m))
+  (func $answer (result u32) (canon lift (core func $i "answer")))
+  (instance $thing (export "answer" (func $answer)))
+  (export "example:other/thing@1.0.0" (instance $thing)))
