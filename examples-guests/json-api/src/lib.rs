@@ -5,12 +5,12 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize)]
 struct SumRequest {
-    numbers: Vec<f64>,
+    numbers: Vec<i64>,
 }
 
 #[derive(Serialize)]
 struct SumResponse {
-    sum: f64,
+    sum: i64,
     count: usize,
 }
 

@@ -29,10 +29,12 @@ fn hostile(req: Request) -> Response {
             }
         }
         "/grow" => {
+            // Reserve 1 MiB at a time and keep it: memory.grow until the cap refuses.
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
-                hoard.push(vec![1u8; 1 << 20]);
-                black_box(&hoard);
+                let mut chunk = Vec::<u8>::with_capacity(1 << 20);
+                chunk.push(1);
+                hoard.push(black_box(chunk));
             }
         }
         "/recurse" => {

@@ -1,0 +1,270 @@
+//! `cargo build-guests`: builds every example and test guest into a component in
+//! `target/guests/<name>.wasm`.
+//!
+//! - the guest workspace (`examples-guests/`, which also holds the SDK and the Rust test guests)
+//!   for `wasm32-wasip2`: components straight from the linker;
+//! - `hello` again for `wasm32-unknown-unknown` and `wasm32-wasip1`, turned into components with
+//!   `wit-component` (the latter with the WASI preview1 reactor adapter), to show the SDK works
+//!   on every target: `hello-unknown.wasm`, `hello-wasip1.wasm`;
+//! - every `conformance/guests/wat/*.wat` (component text format) into binary.
+//!
+//! How to invoke cargo for wasm comes from `target/toolchain/guest.env`, written by
+//! `scripts/setup-guest-toolchain.sh` (rustup targets, or Debian's toolchain with build-std).
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+/// Build every example and test guest into target/guests.
+#[derive(Debug, Parser)]
+#[command(name = "percore-guest-build")]
+struct Args {
+    /// Skip the extra `hello` builds for wasm32-unknown-unknown and wasm32-wasip1.
+    #[arg(long)]
+    wasip2_only: bool,
+    /// Show cargo's output even when it succeeds.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+/// How to run cargo for wasm targets.
+#[derive(Debug)]
+struct Toolchain {
+    vars: HashMap<String, String>,
+}
+
+impl Toolchain {
+    fn load(root: &Path) -> anyhow::Result<Self> {
+        let path = root.join("target/toolchain/guest.env");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{} is missing: run `bash scripts/setup-guest-toolchain.sh` first",
+                path.display()
+            )
+        })?;
+        let vars = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+            .collect();
+        Ok(Self { vars })
+    }
+
+    fn debian(&self) -> bool {
+        self.vars.get("MODE").map(String::as_str) == Some("debian")
+    }
+
+    fn var(&self, key: &str) -> anyhow::Result<&str> {
+        self.vars
+            .get(key)
+            .map(String::as_str)
+            .with_context(|| format!("guest.env has no {key}"))
+    }
+
+    /// `cargo build --release --target <target>` in the guest workspace, set up for this toolchain.
+    fn cargo(&self, root: &Path, target: &str, package: Option<&str>) -> anyhow::Result<Command> {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(root.join("examples-guests"))
+            .env("CARGO_TARGET_DIR", root.join("target/guests-build"))
+            .args(["build", "--release", "--target", target]);
+        match package {
+            Some(p) => cmd.args(["-p", p]),
+            None => cmd.arg("--workspace"),
+        };
+        // The outer `cargo run` must not leak its own compiler settings into the guest build.
+        for var in [
+            "RUSTC",
+            "RUSTC_WRAPPER",
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+        ] {
+            cmd.env_remove(var);
+        }
+        if self.debian() {
+            let libc = self.var("WASI_LIBC")?;
+            let wasm_ld = self.var("WASM_LD")?;
+            let triple = target.to_uppercase().replace('-', "_");
+            cmd.env("RUSTC", self.var("RUSTC")?)
+                .env("RUSTC_BOOTSTRAP", "1")
+                .arg("-Zbuild-std=std,panic_abort");
+            let (linker, flags) = match target {
+                "wasm32-wasip2" => (
+                    self.var("WASM_COMPONENT_LD")?.to_owned(),
+                    format!(
+                        "-C link-self-contained=no -L {libc} -C link-arg=--wasm-ld-path={wasm_ld} -C link-arg={libc}/crt1-reactor.o"
+                    ),
+                ),
+                "wasm32-wasip1" => (
+                    wasm_ld.to_owned(),
+                    format!(
+                        "-C link-self-contained=no -L {libc} -C link-arg={libc}/crt1-reactor.o"
+                    ),
+                ),
+                _ => (wasm_ld.to_owned(), String::new()),
+            };
+            cmd.env(format!("CARGO_TARGET_{triple}_LINKER"), linker)
+                .env(format!("CARGO_TARGET_{triple}_RUSTFLAGS"), flags);
+        }
+        Ok(cmd)
+    }
+}
+
+fn run(mut cmd: Command, verbose: bool, what: &str) -> anyhow::Result<()> {
+    let output = cmd
+        .output()
+        .with_context(|| format!("cannot run cargo for {what}"))?;
+    if verbose || !output.status.success() {
+        eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    }
+    if !output.status.success() {
+        bail!("building {what} failed ({})", output.status);
+    }
+    Ok(())
+}
+
+/// Check that `bytes` is valid WebAssembly (component or core module).
+fn validate(bytes: &[u8]) -> anyhow::Result<()> {
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(bytes)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+struct Output {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+fn main() -> std::process::ExitCode {
+    match build() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("build-guests: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn build() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()?;
+    let toolchain = Toolchain::load(&root)?;
+    let started = Instant::now();
+    let build_dir = root.join("target/guests-build");
+    let mut outputs = Vec::new();
+
+    run(
+        toolchain.cargo(&root, "wasm32-wasip2", None)?,
+        args.verbose,
+        "the guest workspace for wasm32-wasip2",
+    )?;
+    let release = build_dir.join("wasm32-wasip2/release");
+    let mut entries: Vec<_> = std::fs::read_dir(&release)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        outputs.push(Output {
+            name: stem.replace('_', "-"),
+            bytes: std::fs::read(&path)?,
+        });
+    }
+
+    if !args.wasip2_only {
+        run(
+            toolchain.cargo(&root, "wasm32-unknown-unknown", Some("hello"))?,
+            args.verbose,
+            "hello for wasm32-unknown-unknown",
+        )?;
+        let module = std::fs::read(build_dir.join("wasm32-unknown-unknown/release/hello.wasm"))?;
+        let component = wit_component::ComponentEncoder::default()
+            .module(&module)?
+            .validate(true)
+            .encode()
+            .context("componentising hello (wasm32-unknown-unknown)")?;
+        outputs.push(Output {
+            name: "hello-unknown".into(),
+            bytes: component,
+        });
+
+        run(
+            toolchain.cargo(&root, "wasm32-wasip1", Some("hello"))?,
+            args.verbose,
+            "hello for wasm32-wasip1",
+        )?;
+        let module = std::fs::read(build_dir.join("wasm32-wasip1/release/hello.wasm"))?;
+        let component = wit_component::ComponentEncoder::default()
+            .module(&module)?
+            .adapter(
+                "wasi_snapshot_preview1",
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )?
+            .validate(true)
+            .encode()
+            .context("componentising hello (wasm32-wasip1)")?;
+        outputs.push(Output {
+            name: "hello-wasip1".into(),
+            bytes: component,
+        });
+    }
+
+    let wat_dir = root.join("conformance/guests/wat");
+    let mut wats: Vec<_> = std::fs::read_dir(&wat_dir)
+        .with_context(|| format!("cannot read {}", wat_dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wat"))
+        .collect();
+    wats.sort();
+    for path in wats {
+        let bytes =
+            wat::parse_file(&path).with_context(|| format!("parsing {}", path.display()))?;
+        outputs.push(Output {
+            name: path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            bytes,
+        });
+    }
+
+    let out_dir = root.join("target/guests");
+    std::fs::create_dir_all(&out_dir)?;
+    for output in &outputs {
+        validate(&output.bytes)
+            .with_context(|| format!("{} is not valid WebAssembly", output.name))?;
+        let path = out_dir.join(format!("{}.wasm", output.name));
+        if std::fs::read(&path).ok().as_deref() != Some(&output.bytes[..]) {
+            std::fs::write(&path, &output.bytes)?;
+        }
+        println!(
+            "  {:<20} {:>8} KiB  {}",
+            output.name,
+            output.bytes.len().div_ceil(1024),
+            path.display()
+        );
+    }
+    println!(
+        "built {} guests into {} in {:.1} s ({} toolchain)",
+        outputs.len(),
+        out_dir.display(),
+        started.elapsed().as_secs_f64(),
+        if toolchain.debian() {
+            "Debian build-std"
+        } else {
+            "rustup"
+        }
+    );
+    Ok(())
+}
