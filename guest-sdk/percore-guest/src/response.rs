@@ -106,6 +106,7 @@ pub trait IntoResponse {
     fn into_response(self) -> Response;
 }
 
+#[diagnostic::do_not_recommend]
 impl IntoResponse for Response {
     fn into_response(self) -> Response {
         self
@@ -113,12 +114,14 @@ impl IntoResponse for Response {
 }
 
 #[cfg(feature = "http")]
+#[diagnostic::do_not_recommend]
 impl<B: Into<Vec<u8>>> IntoResponse for http::Response<B> {
     fn into_response(self) -> Response {
         self.into()
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: IntoResponse, E: std::fmt::Display> IntoResponse for Result<T, E> {
     fn into_response(self) -> Response {
         match self {

@@ -1,0 +1,7 @@
+#![allow(unused_imports)]
+use percore_guest::{handler, Request, Response};
+
+#[handler]
+fn handle(_req: Request) {}
+
+fn main() {}
