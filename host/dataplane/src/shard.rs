@@ -160,10 +160,11 @@ impl Shard {
     fn on_event(&mut self, ring: &mut Uring, event: Event, dirty: &mut Vec<u32>) {
         match event {
             Event::Accepted { result, more } => {
-                if !more && !self.draining {
-                    if let Err(e) = ring.accept_multi(&self.listener) {
-                        tracing::error!(core = self.core, "re-arming accept: {e}");
-                    }
+                if !more
+                    && !self.draining
+                    && let Err(e) = ring.accept_multi(&self.listener)
+                {
+                    tracing::error!(core = self.core, "re-arming accept: {e}");
                 }
                 match result {
                     Ok(fd) => self.accept(ring, fd),
@@ -306,11 +307,12 @@ impl Shard {
             self.counters.request_copies += 1;
             self.counters.request_bytes_copied += bytes.len() as u64;
             let used = self.process(token, &data);
-            if let Some(conn) = self.conns.get_mut(token) {
-                if !conn.closing && used < data.len() {
-                    data.drain(..used);
-                    conn.inbuf = data;
-                }
+            if let Some(conn) = self.conns.get_mut(token)
+                && !conn.closing
+                && used < data.len()
+            {
+                data.drain(..used);
+                conn.inbuf = data;
             }
         }
         if let Some(conn) = self.conns.get_mut(token) {
@@ -579,10 +581,10 @@ impl Shard {
             }
             Err(fault) => (Err(fault), None),
         };
-        if let Some(instance) = keep {
-            if deployment.pool.len() < POOL_SIZE {
-                deployment.pool.push(instance);
-            }
+        if let Some(instance) = keep
+            && deployment.pool.len() < POOL_SIZE
+        {
+            deployment.pool.push(instance);
         }
         match result {
             Ok(response) => {
@@ -655,10 +657,10 @@ impl Shard {
         self.draining = true;
         let _ = ring.cancel_accept();
         for token in self.conns.tokens() {
-            if let Some(conn) = self.conns.get_mut(token) {
-                if !conn.mid_request() {
-                    conn.closing = true;
-                }
+            if let Some(conn) = self.conns.get_mut(token)
+                && !conn.mid_request()
+            {
+                conn.closing = true;
             }
             dirty.push(token);
         }
