@@ -106,6 +106,7 @@ impl Handler {
                 memories,
                 bindings,
                 region: None,
+                no_region: false,
                 usable: true,
             }),
             Err(e) => Err(classify(memories.store(), e)),
@@ -235,6 +236,8 @@ pub struct Instance {
     memories: HostMemoryStore<HostState>,
     bindings: bindings::Handler,
     region: Option<Region>,
+    /// The guest said it offers no input region.
+    no_region: bool,
     usable: bool,
 }
 
@@ -255,7 +258,7 @@ impl Instance {
 
     /// Whether the host can write requests into this instance's memory.
     pub fn has_region_access(&self) -> bool {
-        self.memories.memory_count() == 1
+        self.memories.memory_count() == 1 && !self.no_region
     }
 
     /// Run one request.
@@ -289,6 +292,11 @@ impl Instance {
                 InputPath::Region => self.call_region(request, total),
                 InputPath::Portable => self.call_portable(request),
             };
+            if input == InputPath::Region && self.no_region {
+                stats.input = InputPath::Portable;
+                stats.request_copies = 2;
+                stats.request_bytes_copied = 2 * total;
+            }
             let state = self.memories.store().data();
             stats.cpu = thread_cpu_time().saturating_sub(state.clock.cpu_start);
             stats.wall = state.clock.wall_start.elapsed();
@@ -310,7 +318,9 @@ impl Instance {
     }
 
     fn call_region(&mut self, request: &Request<'_>, total: usize) -> Result<Response, Fault> {
-        let region = self.ensure_region(total)?;
+        let Some(region) = self.ensure_region(total)? else {
+            return self.call_portable(request);
+        };
         let head_len = request.head_len();
         self.memories
             .fill(0, region.offset, total, |bytes| request.encode(bytes))
@@ -338,10 +348,14 @@ impl Instance {
         check_response(response, &self.memories.store_ref().data().limits)
     }
 
-    /// The current region if `needed` bytes fit, else ask the guest for a bigger one.
-    fn ensure_region(&mut self, needed: usize) -> Result<Region, Fault> {
+    /// The current region if `needed` bytes fit, else ask the guest for a bigger one. `None`:
+    /// the guest offers no region (capacity 0), so it gets the portable path.
+    fn ensure_region(&mut self, needed: usize) -> Result<Option<Region>, Fault> {
+        if self.no_region {
+            return Ok(None);
+        }
         if let Some(region) = self.region.filter(|r| r.capacity >= needed) {
-            return Ok(region);
+            return Ok(Some(region));
         }
         let Ok(ask) = u32::try_from(needed.max(INITIAL_REGION as usize)) else {
             return Err(Fault::BadResponse {
@@ -358,6 +372,10 @@ impl Instance {
             offset: given.offset as usize,
             capacity: given.capacity as usize,
         };
+        if given.capacity == 0 {
+            self.no_region = true;
+            return Ok(None);
+        }
         let size = self.memories.memory_size(0).unwrap_or(0);
         if region.capacity < needed || region.offset.saturating_add(region.capacity) > size {
             return Err(Fault::BadResponse {
@@ -369,7 +387,7 @@ impl Instance {
             });
         }
         self.region = Some(region);
-        Ok(region)
+        Ok(Some(region))
     }
 }
 
