@@ -20,5 +20,11 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "SDK tests (native: region decoding, compile-fail messages)"
 (cd examples-guests && cargo test -p percore-guest -p percore-guest-macros)
 
-step "host tests (engine, CLI, guests through both input paths)"
+step "host tests (rt, http, engine, data plane)"
 cargo test --workspace
+
+step "conformance suite against percore serve"
+cargo build -p percore -p percore-conformance
+target/debug/percore-conformance \
+    --host 'target/debug/percore serve --config {manifest}' \
+    --json target/conformance.json --junit target/conformance.xml

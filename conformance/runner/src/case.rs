@@ -149,7 +149,7 @@ impl BodySpec {
 
 pub fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
     let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         bail!("odd number of hex digits");
     }
     (0..hex.len())

@@ -80,7 +80,7 @@ fn deployment(d: &Deployment, guests: &Path) -> anyhow::Result<String> {
     };
     out.push_str(&format!("routes = {routes}\n"));
     if !d.config.is_empty() {
-        out.push_str(&format!("[deployment.config]\n"));
+        out.push_str("[deployment.config]\n");
         for (k, v) in &d.config {
             out.push_str(&format!("{} = {}\n", toml_str(k), toml_str(v)));
         }

@@ -44,8 +44,10 @@ pub(crate) struct Conn {
     pub(crate) recv_armed: bool,
     /// No more requests are read; close once the output is flushed.
     pub(crate) closing: bool,
-    /// The peer closed its side.
+    /// The peer closed its sending side (it may still read).
     pub(crate) peer_closed: bool,
+    /// The connection failed (reset, send error): nothing more can be sent.
+    pub(crate) broken: bool,
     /// A cancel of the receive was submitted.
     pub(crate) cancelled: bool,
     /// When a request has started, the instant by which it must be complete.
@@ -66,6 +68,7 @@ impl Conn {
             recv_armed: false,
             closing: false,
             peer_closed: false,
+            broken: false,
             cancelled: false,
             request_deadline: None,
             last_active: now,

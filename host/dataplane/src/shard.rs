@@ -201,7 +201,7 @@ impl Shard {
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
                     Err(_) => {
                         if let Some(conn) = self.conns.get_mut(token) {
-                            conn.peer_closed = true;
+                            conn.broken = true;
                             conn.closing = true;
                             conn.out.clear();
                         }
@@ -233,7 +233,7 @@ impl Shard {
                         // The peer is gone: drop what is left and close.
                         conn.out.clear();
                         conn.closing = true;
-                        conn.peer_closed = true;
+                        conn.broken = true;
                     }
                 }
                 dirty.push(token);
@@ -632,7 +632,7 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
-            if !conn.sending && !conn.out.is_empty() && !conn.peer_closed {
+            if !conn.sending && !conn.out.is_empty() && !conn.broken {
                 let spare = std::mem::take(&mut conn.spare);
                 let buf = std::mem::replace(&mut conn.out, spare);
                 match ring.send(token, &conn.stream, buf, 0) {

@@ -29,7 +29,7 @@ impl Default for Limits {
             cpu_budget: Duration::from_millis(100),
             wall_deadline: Duration::from_secs(1),
             max_response_body: 16 << 20,
-            max_response_headers: 100,
+            max_response_headers: 256,
             max_log_records: 100,
             max_output_bytes: 64 << 10,
         }

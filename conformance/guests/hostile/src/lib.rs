@@ -2,7 +2,10 @@
 //!
 //! `/ok` answers normally; `/loop` never returns; `/grow` allocates until memory runs out;
 //! `/recurse` overflows the stack; `/panic` panics; `/big?mb=N` answers with N MiB;
-//! `/stdout` prints to stdout and stderr; `/env` reports what the WASI sandbox exposes.
+//! `/stdout` prints to stdout and stderr; `/env` reports what the WASI sandbox exposes;
+//! `/status?code=N`, `/body-on-204`, `/bad-header`, `/bad-header-name` and `/framing` answer
+//! with statuses and fields that test how a host holds guests to the contract; `/random`
+//! returns 16 random bytes in hex.
 
 use std::hint::black_box;
 
@@ -58,6 +61,29 @@ fn hostile(req: Request) -> Response {
             let env = std::env::vars().count();
             let fs = if std::fs::read_dir("/").is_ok() { "ok" } else { "error" };
             Response::text(200, format!("env={env} fs={fs}"))
+        }
+        "/status" => {
+            // Any status the guest chooses; 204 and 304 without a body, as the contract says.
+            let code: u16 = req
+                .query_param("code")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(200);
+            match code {
+                204 | 304 => Response::new(code).with_header("x-status", code.to_string()),
+                _ => Response::text(code, format!("status {code}\n")),
+            }
+        }
+        "/body-on-204" => Response::text(204, "a 204 must not have a body"),
+        "/bad-header" => Response::text(200, "x").with_header("x-bad", "line\r\nbreak"),
+        "/bad-header-name" => Response::text(200, "x").with_header("bad name", "v"),
+        "/framing" => Response::text(200, "framed by the host")
+            .with_header("content-length", "9999")
+            .with_header("transfer-encoding", "chunked")
+            .with_header("connection", "close"),
+        "/random" => {
+            let bytes = percore_guest::random::bytes(16);
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            Response::text(200, hex)
         }
         _ => Response::text(404, "unknown behaviour"),
     }

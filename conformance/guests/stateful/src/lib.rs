@@ -14,12 +14,13 @@ static BUFFER: Mutex<[u8; 4096]> = Mutex::new([0; 4096]);
 
 #[handler]
 fn stateful(req: Request) -> Response {
-    match req.path() {
-        "/count" => {
+    // Match the last segment, so the guest works under any route prefix.
+    match req.path().rsplit('/').next().unwrap_or("") {
+        "count" => {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
             Response::text(200, n.to_string())
         }
-        "/peek" => {
+        "peek" => {
             let mut buffer = BUFFER.lock().unwrap_or_else(|p| p.into_inner());
             let seen: String = buffer[..16].iter().map(|b| format!("{b:02x}")).collect();
             buffer[..16].copy_from_slice(b"previous-request");
