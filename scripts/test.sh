@@ -23,8 +23,24 @@ step "SDK tests (native: region decoding, compile-fail messages)"
 step "host tests (rt, http, engine, data plane)"
 cargo test --workspace
 
-step "conformance suite against percore serve"
+step "build percore and the conformance runner"
 cargo build -p percore -p percore-conformance
+
+step "the suite catches a host that breaks a rule (percore serve --misbehave, test-only)"
+for pair in drop-repeated-header:headers-repeated ignore-memory-cap:fault-out-of-memory \
+    reuse-across-deployments:isolation-between-deployments mangle-binary-body:body-binary-region \
+    timeout-as500:fault-timeout; do
+    rule=${pair%%:*} case=${pair##*:}
+    if target/debug/percore-conformance --filter "$case" \
+        --host "target/debug/percore serve --config {manifest} --misbehave $rule" >target/misbehave.log 2>&1; then
+        echo "the suite did not notice --misbehave $rule:"; cat target/misbehave.log; exit 1
+    fi
+    grep -q "^FAIL  $case" target/misbehave.log || { cat target/misbehave.log; exit 1; }
+    echo "--misbehave $rule: $case fails, as it must"
+done
+
+step "conformance suite against percore serve"
 target/debug/percore-conformance \
     --host 'target/debug/percore serve --config {manifest}' \
     --json target/conformance.json --junit target/conformance.xml
+

@@ -38,8 +38,33 @@ pub struct Args {
     /// Use a kernel submission-polling thread per ring (io_uring SQPOLL).
     #[arg(long)]
     sqpoll: bool,
+    /// Break one rule of the contract on purpose. For testing the conformance suite only.
+    #[arg(long, hide = true, value_enum)]
+    misbehave: Option<Misbehave>,
     #[command(flatten)]
     guest: GuestArgs,
+}
+
+/// `--misbehave` values (see `percore_dataplane::Misbehaviour`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Misbehave {
+    DropRepeatedHeader,
+    IgnoreMemoryCap,
+    ReuseAcrossDeployments,
+    MangleBinaryBody,
+    TimeoutAs500,
+}
+
+impl From<Misbehave> for percore_dataplane::Misbehaviour {
+    fn from(m: Misbehave) -> Self {
+        match m {
+            Misbehave::DropRepeatedHeader => Self::DropRepeatedHeader,
+            Misbehave::IgnoreMemoryCap => Self::IgnoreMemoryCap,
+            Misbehave::ReuseAcrossDeployments => Self::ReuseAcrossDeployments,
+            Misbehave::MangleBinaryBody => Self::MangleBinaryBody,
+            Misbehave::TimeoutAs500 => Self::TimeoutAs500,
+        }
+    }
 }
 
 /// The configuration file.
@@ -264,6 +289,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => from_file(path, &args)?,
         None => from_args(&args)?,
     };
+    let mut config = config;
+    config.misbehave = args.misbehave.map(Into::into);
     let cores = config.cores.clone();
     let names: Vec<String> = config.deployments.iter().map(|d| d.name.clone()).collect();
     let server = Server::start(config).context("the server did not start")?;

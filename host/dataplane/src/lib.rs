@@ -55,6 +55,23 @@ pub enum Error {
     Config(String),
 }
 
+/// Ways to break one rule of the contract on purpose, so that the conformance suite can show it
+/// catches each. For testing the tests only: never set by default, hidden from `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Keep only the first of repeated request header fields.
+    DropRepeatedHeader,
+    /// Let guests grow memory without a cap.
+    IgnoreMemoryCap,
+    /// Keep instances and hand one deployment's instance to another deployment of the same
+    /// component.
+    ReuseAcrossDeployments,
+    /// Pass request bodies through a lossy UTF-8 conversion.
+    MangleBinaryBody,
+    /// Answer a guest timeout with 500 instead of 504.
+    TimeoutAs500,
+}
+
 /// Everything the data plane needs to run.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -81,6 +98,8 @@ pub struct ServeConfig {
     pub sqpoll: bool,
     /// Engine settings (the same on every core, so one artifact serves all).
     pub engine: EngineConfig,
+    /// Break one rule on purpose (tests of the conformance suite only).
+    pub misbehave: Option<Misbehaviour>,
 }
 
 impl ServeConfig {
@@ -98,6 +117,7 @@ impl ServeConfig {
             input: InputPreference::Region,
             sqpoll: false,
             engine: EngineConfig::default(),
+            misbehave: None,
         }
     }
 }
@@ -117,6 +137,18 @@ impl Server {
     pub fn start(config: ServeConfig) -> Result<Self, Error> {
         if config.cores.is_empty() {
             return Err(Error::Config("no cores to run on".into()));
+        }
+        let mut config = config;
+        if config.misbehave.is_some() {
+            tracing::warn!(misbehaviour = ?config.misbehave, "breaking a rule of the contract on purpose");
+        }
+        if config.misbehave == Some(Misbehaviour::IgnoreMemoryCap) {
+            for d in &mut config.deployments {
+                d.limits.memory_bytes = usize::MAX;
+            }
+        }
+        if config.misbehave == Some(Misbehaviour::ReuseAcrossDeployments) {
+            config.reuse_instances = true;
         }
         let config = Arc::new(config);
         // Compile each deployment once; every core maps the same artifact.

@@ -14,7 +14,7 @@ use percore_rt::uring::{Event, Uring, UringConfig};
 use crate::conn::{BodyLeft, Conn, Conns, PendingRequest};
 use crate::counters::Counters;
 use crate::router::{Artifacts, Router};
-use crate::{Error, ServeConfig};
+use crate::{Error, Misbehaviour, ServeConfig};
 
 /// How often a shard looks at its clock: timeouts, the stop flag, the counter snapshot.
 const TICK: Duration = Duration::from_millis(100);
@@ -498,6 +498,14 @@ impl Shard {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("host"))
             .map(|(_, v)| *v);
+        let misbehave = self.config.misbehave;
+        let mangled;
+        let body = if misbehave == Some(Misbehaviour::MangleBinaryBody) {
+            mangled = String::from_utf8_lossy(body).into_owned().into_bytes();
+            &mangled[..]
+        } else {
+            body
+        };
         let length = body.len().to_string();
         let headers: Vec<(&str, &[u8])> = view
             .headers
@@ -509,6 +517,15 @@ impl Shard {
             .copied()
             .chain((!body.is_empty()).then_some(("content-length", length.as_bytes())))
             .collect();
+        let headers = if misbehave == Some(Misbehaviour::DropRepeatedHeader) {
+            let mut seen = std::collections::HashSet::new();
+            headers
+                .into_iter()
+                .filter(|(n, _)| seen.insert(n.to_ascii_lowercase()))
+                .collect()
+        } else {
+            headers
+        };
         // Responses are appended to what is already queued, in request order (pipelining).
         let mut out = self
             .conns
@@ -552,8 +569,21 @@ impl Shard {
     ) -> u16 {
         let reuse = self.config.reuse_instances;
         let input = self.config.input;
+        // Tests of the suite: take any deployment's kept instance of the same component.
+        let pool_index = match self.config.misbehave {
+            Some(Misbehaviour::ReuseAcrossDeployments) => {
+                let component = &self.config.deployments[index].component;
+                self.config
+                    .deployments
+                    .iter()
+                    .position(|d| &d.component == component)
+                    .unwrap_or(index)
+            }
+            _ => index,
+        };
+        let pooled = self.deployments[pool_index].pool.pop();
         let deployment = &mut self.deployments[index];
-        let instance = match deployment.pool.pop() {
+        let instance = match pooled {
             Some(instance) => Ok(instance),
             None => {
                 self.counters.instances_created += 1;
@@ -581,10 +611,12 @@ impl Shard {
             }
             Err(fault) => (Err(fault), None),
         };
+        let name = deployment.name.clone();
+        let pool = &mut self.deployments[pool_index].pool;
         if let Some(instance) = keep
-            && deployment.pool.len() < POOL_SIZE
+            && pool.len() < POOL_SIZE
         {
-            deployment.pool.push(instance);
+            pool.push(instance);
         }
         match result {
             Ok(response) => {
@@ -613,8 +645,11 @@ impl Shard {
                         self.counters.fault_bad_response += 1
                     }
                 }
-                tracing::warn!(deployment = %deployment.name, kind = fault.kind(), "{fault}");
-                let status = fault.http_status();
+                tracing::warn!(deployment = %name, kind = fault.kind(), "{fault}");
+                let status = match (&fault, self.config.misbehave) {
+                    (Fault::Timeout { .. }, Some(Misbehaviour::TimeoutAs500)) => 500,
+                    _ => fault.http_status(),
+                };
                 let kind = fault.kind();
                 let body = format!("guest fault: {kind}\n");
                 let extra = [("x-percore-fault", kind.as_bytes())];
