@@ -5,7 +5,7 @@
 //! `/stdout` prints to stdout and stderr; `/env` reports what the WASI sandbox exposes;
 //! `/status?code=N`, `/body-on-204`, `/bad-header`, `/bad-header-name` and `/framing` answer
 //! with statuses and fields that test how a host holds guests to the contract; `/random`
-//! returns 16 random bytes in hex.
+//! returns 16 random bytes in hex; `/spin?ms=N` is busy for N ms, then answers.
 
 use std::hint::black_box;
 
@@ -23,7 +23,9 @@ fn recurse(depth: u64, trail: &mut Vec<u64>) -> u64 {
 
 #[handler]
 fn hostile(req: Request) -> Response {
-    match req.path() {
+    // Match the last path segment, so the guest works under any route prefix.
+    let behaviour = format!("/{}", req.path().rsplit('/').next().unwrap_or(""));
+    match behaviour.as_str() {
         "/ok" => Response::text(200, "ok"),
         "/loop" => {
             let mut counter = 0u64;
@@ -80,6 +82,17 @@ fn hostile(req: Request) -> Response {
             .with_header("content-length", "9999")
             .with_header("transfer-encoding", "chunked")
             .with_header("connection", "close"),
+        "/spin" => {
+            // Busy for `ms` milliseconds of the monotonic clock, then answer: a slow but
+            // well-behaved request.
+            let ms: u64 = req.query_param("ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+            let start = percore_guest::clocks::monotonic_ns();
+            let mut spins = 0u64;
+            while percore_guest::clocks::monotonic_ns() - start < ms * 1_000_000 {
+                spins = black_box(spins + 1);
+            }
+            Response::text(200, format!("spun {ms} ms"))
+        }
         "/random" => {
             let bytes = percore_guest::random::bytes(16);
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
