@@ -23,5 +23,6 @@ fn greet(req: Request) -> Response {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    Response::text(200, format!("{greeting}, {name}!\n")).with_header("x-time-unix", now.to_string())
+    Response::text(200, format!("{greeting}, {name}!\n"))
+        .with_header("x-time-unix", now.to_string())
 }

@@ -27,7 +27,10 @@ fn expand(
     item: proc_macro2::TokenStream,
 ) -> syn::Result<proc_macro2::TokenStream> {
     if !attr.is_empty() {
-        return Err(syn::Error::new_spanned(attr, "#[handler] takes no arguments"));
+        return Err(syn::Error::new_spanned(
+            attr,
+            "#[handler] takes no arguments",
+        ));
     }
     let func: ItemFn = syn::parse2(item)?;
     let sig = &func.sig;
@@ -44,7 +47,10 @@ fn expand(
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        return Err(syn::Error::new_spanned(variadic, "a #[handler] function cannot be variadic"));
+        return Err(syn::Error::new_spanned(
+            variadic,
+            "a #[handler] function cannot be variadic",
+        ));
     }
     let arg_ty = match sig.inputs.len() {
         1 => match &sig.inputs[0] {

@@ -47,8 +47,8 @@ pub mod bindings {
 
 /// Structured logging to the host's log, tagged with the deployment and the request.
 pub mod log {
-    pub use crate::bindings::edge::handler::log::Level;
     use crate::bindings::edge::handler::log as host;
+    pub use crate::bindings::edge::handler::log::Level;
 
     /// Log `message` with key-value `fields` at `level`.
     pub fn log(level: Level, message: &str, fields: &[(&str, &str)]) {

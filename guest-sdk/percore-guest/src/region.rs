@@ -31,7 +31,9 @@ static REGION: RegionCell = RegionCell {
 
 /// Make the region at least `min` bytes, keeping it where it is if it already is.
 pub(crate) fn reserve(min: u32) -> Region {
-    let wanted = (min as usize).max(MIN_CAPACITY).next_multiple_of(MIN_CAPACITY);
+    let wanted = (min as usize)
+        .max(MIN_CAPACITY)
+        .next_multiple_of(MIN_CAPACITY);
     if REGION.capacity.get() < min as usize || REGION.ptr.get().is_null() {
         let old = REGION.ptr.get();
         if !old.is_null() {
@@ -125,7 +127,12 @@ pub(crate) fn decode(bytes: &[u8], head_len: usize) -> Result<Request<'_>, &'sta
 mod tests {
     use super::*;
 
-    fn encode(method: &str, path: &str, headers: &[(&str, &[u8])], body: &[u8]) -> (Vec<u8>, usize) {
+    fn encode(
+        method: &str,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+    ) -> (Vec<u8>, usize) {
         let mut table = Vec::new();
         let mut data = Vec::new();
         let base = 20 + 16 * headers.len();
@@ -150,12 +157,20 @@ mod tests {
 
     #[test]
     fn decodes_a_region() {
-        let (bytes, head_len) = encode("POST", "/a?b=c", &[("x-a", b"1"), ("x-a", b"\xff")], b"body");
+        let (bytes, head_len) = encode(
+            "POST",
+            "/a?b=c",
+            &[("x-a", b"1"), ("x-a", b"\xff")],
+            b"body",
+        );
         let r = decode(&bytes, head_len).unwrap();
         assert_eq!(r.method(), "POST");
         assert_eq!(r.path(), "/a");
         assert_eq!(r.query(), Some("b=c"));
-        assert_eq!(r.headers().collect::<Vec<_>>(), vec![("x-a", &b"1"[..]), ("x-a", &b"\xff"[..])]);
+        assert_eq!(
+            r.headers().collect::<Vec<_>>(),
+            vec![("x-a", &b"1"[..]), ("x-a", &b"\xff"[..])]
+        );
         assert_eq!(r.header("X-A"), Some(&b"1"[..]));
         assert_eq!(r.header_all("x-a").count(), 2);
         assert_eq!(r.body(), b"body");
@@ -170,7 +185,10 @@ mod tests {
         // An entry pointing past the head.
         let saved = bytes[0..4].to_vec();
         bytes[0..4].copy_from_slice(&(head_len as u32).to_le_bytes());
-        assert_eq!(decode(&bytes, head_len).unwrap_err(), "entry points outside the head");
+        assert_eq!(
+            decode(&bytes, head_len).unwrap_err(),
+            "entry points outside the head"
+        );
         bytes[0..4].copy_from_slice(&saved);
         // A header count the head cannot hold.
         bytes[16..20].copy_from_slice(&1000u32.to_le_bytes());
@@ -179,7 +197,10 @@ mod tests {
         // A name that is not UTF-8.
         let name_at = u32::from_le_bytes(bytes[20..24].try_into().unwrap()) as usize;
         bytes[name_at] = 0xff;
-        assert_eq!(decode(&bytes, head_len).unwrap_err(), "text entry is not UTF-8");
+        assert_eq!(
+            decode(&bytes, head_len).unwrap_err(),
+            "text entry is not UTF-8"
+        );
         // Offsets that overflow.
         bytes[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
         bytes[24..28].copy_from_slice(&u32::MAX.to_le_bytes());

@@ -144,9 +144,17 @@ mod tests {
 
     #[test]
     fn builders_keep_order_and_repeats() {
-        let r = Response::text(201, "x").with_header("a", "1").with_header("a", "2");
+        let r = Response::text(201, "x")
+            .with_header("a", "1")
+            .with_header("a", "2");
         assert_eq!(r.status(), 201);
-        assert_eq!(r.headers()[1..], [("a".to_owned(), b"1".to_vec()), ("a".to_owned(), b"2".to_vec())]);
+        assert_eq!(
+            r.headers()[1..],
+            [
+                ("a".to_owned(), b"1".to_vec()),
+                ("a".to_owned(), b"2".to_vec())
+            ]
+        );
         assert_eq!(r.body(), b"x");
     }
 

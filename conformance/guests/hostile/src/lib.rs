@@ -61,7 +61,11 @@ fn hostile(req: Request) -> Response {
         }
         "/env" => {
             let env = std::env::vars().count();
-            let fs = if std::fs::read_dir("/").is_ok() { "ok" } else { "error" };
+            let fs = if std::fs::read_dir("/").is_ok() {
+                "ok"
+            } else {
+                "error"
+            };
             Response::text(200, format!("env={env} fs={fs}"))
         }
         "/status" => {
@@ -85,7 +89,10 @@ fn hostile(req: Request) -> Response {
         "/spin" => {
             // Busy for `ms` milliseconds of the monotonic clock, then answer: a slow but
             // well-behaved request.
-            let ms: u64 = req.query_param("ms").and_then(|v| v.parse().ok()).unwrap_or(100);
+            let ms: u64 = req
+                .query_param("ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100);
             let start = percore_guest::clocks::monotonic_ns();
             let mut spins = 0u64;
             while percore_guest::clocks::monotonic_ns() - start < ms * 1_000_000 {

@@ -4,8 +4,8 @@
 //! clean instance. `/peek` returns the first 16 bytes of a static buffer, then writes a marker
 //! into it: all zeros every time when nothing leaks between requests.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use percore_guest::{Request, Response, handler};
 
