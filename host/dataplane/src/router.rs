@@ -24,7 +24,8 @@ pub struct RouteSpec {
 pub struct DeploymentSpec {
     /// Its name (logs, counters).
     pub name: String,
-    /// A component (compiled at start) or an artifact from `percore compile`.
+    /// A component (compiled at start), an artifact from `percore compile`, or `native:hello`
+    /// (a built-in native handler, for benchmarks).
     pub component: PathBuf,
     /// Where it is reached.
     pub routes: Vec<RouteSpec>,
@@ -59,6 +60,10 @@ pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error
             name: deployment.name.clone(),
             source,
         };
+        if native_handler(&deployment.component).is_some() {
+            artifacts.push(deployment.component.clone());
+            continue;
+        }
         let bytes = std::fs::read(&deployment.component).map_err(|e| {
             error(percore_engine::Error::Io {
                 path: deployment.component.clone(),
@@ -93,6 +98,22 @@ pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error
         artifacts.push(path);
     }
     Ok(artifacts)
+}
+
+/// Built-in native handlers, the reference line of benchmarks: `native:hello` answers what the
+/// `hello` guest answers, computed in Rust on the same data plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NativeHandler {
+    /// Same answer as `examples-guests/hello`.
+    Hello,
+}
+
+/// The native handler a component path names, if it is `native:<name>`.
+pub(crate) fn native_handler(component: &Path) -> Option<NativeHandler> {
+    match component.to_str()?.strip_prefix("native:")? {
+        "hello" => Some(NativeHandler::Hello),
+        _ => None,
+    }
 }
 
 fn wasmtime_is_precompiled(bytes: &[u8]) -> bool {

@@ -13,7 +13,7 @@ use percore_rt::uring::{Event, Uring, UringConfig};
 
 use crate::conn::{BodyLeft, Conn, Conns, PendingRequest};
 use crate::counters::Counters;
-use crate::router::{Artifacts, Router};
+use crate::router::{Artifacts, NativeHandler, Router, native_handler};
 use crate::{Error, Misbehaviour, ServeConfig};
 
 /// How often a shard looks at its clock: timeouts, the stop flag, the counter snapshot.
@@ -26,7 +26,9 @@ const POOL_SIZE: usize = 16;
 /// One deployment as loaded on one core.
 struct Deployed {
     name: String,
-    handler: Handler,
+    /// The component, or `None` for a built-in native handler.
+    handler: Option<Handler>,
+    native: Option<NativeHandler>,
     limits: Arc<Limits>,
     config: Arc<BTreeMap<String, String>>,
     pool: Vec<Instance>,
@@ -70,15 +72,20 @@ impl Shard {
     ) -> Result<Self, Error> {
         let mut deployments = Vec::new();
         for (spec, artifact) in config.deployments.iter().zip(artifacts) {
-            let handler = engine
-                .load_artifact(artifact)
-                .map_err(|source| Error::Deployment {
-                    name: spec.name.clone(),
-                    source,
-                })?;
+            let native = native_handler(&spec.component);
+            let handler = match native {
+                Some(_) => None,
+                None => Some(engine.load_artifact(artifact).map_err(|source| {
+                    Error::Deployment {
+                        name: spec.name.clone(),
+                        source,
+                    }
+                })?),
+            };
             deployments.push(Deployed {
                 name: spec.name.clone(),
                 handler,
+                native,
                 limits: Arc::new(spec.limits.clone()),
                 config: Arc::new(spec.config.clone()),
                 pool: Vec::new(),
@@ -581,16 +588,18 @@ impl Shard {
             }
             _ => index,
         };
+        if let Some(native) = self.deployments[index].native {
+            return run_native(native, is_head, keep_alive, out);
+        }
         let pooled = self.deployments[pool_index].pool.pop();
         let deployment = &mut self.deployments[index];
-        let instance = match pooled {
-            Some(instance) => Ok(instance),
-            None => {
+        let instance = match (pooled, &deployment.handler) {
+            (Some(instance), _) => Ok(instance),
+            (None, Some(handler)) => {
                 self.counters.instances_created += 1;
-                deployment
-                    .handler
-                    .instantiate(deployment.limits.clone(), deployment.config.clone())
+                handler.instantiate(deployment.limits.clone(), deployment.config.clone())
             }
+            (None, None) => unreachable!("a deployment has a handler or a native handler"),
         };
         let (result, keep) = match instance {
             Ok(mut instance) => {
@@ -734,6 +743,21 @@ impl Shard {
     fn publish(&self) {
         if let Ok(mut snapshot) = self.snapshot.lock() {
             *snapshot = self.counters.clone();
+        }
+    }
+}
+
+/// The native reference line: the same response as the `hello` guest, with no sandbox.
+fn run_native(native: NativeHandler, is_head: bool, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
+    match native {
+        NativeHandler::Hello => {
+            let body = b"Hello from percore!\n";
+            let headers = [("content-type", &b"text/plain; charset=utf-8"[..])];
+            percore_http::write_head(out, 200, headers, body.len(), keep_alive);
+            if !is_head {
+                out.extend_from_slice(body);
+            }
+            200
         }
     }
 }
