@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# One data-plane core under load: percore running the `hello` guest (fresh instance per request,
+# and with instance reuse), the same data plane with a native handler (the reference line), and
+# nginx returning the same body (the practical limit). The server is pinned to CPU 0 and the load
+# generator to CPU 1, on loopback.
+#
+#   bash benches/sweep.sh            # short: about 3 minutes
+#   bash benches/sweep.sh --full     # longer runs per point
+#
+# 1. Peak: wrk, 1 thread, 16 connections, closed loop.
+# 2. Sweep: oha at fixed offered rates (fractions of each line's peak) with latency correction
+#    (coordinated omission accounted for): achieved rate, p50, p99, p99.9, errors.
+# Installs wrk and nginx-light (Debian) and oha (crates.io, into target/tools) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=5
+if [ "${1:-}" = "--full" ]; then duration=20; fi
+server_cpu=0
+client_cpu=1
+port=18090
+
+need_apt=()
+command -v wrk >/dev/null || need_apt+=(wrk)
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing ${need_apt[*]} (Debian)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+oha=target/tools/bin/oha
+if [ ! -x "$oha" ]; then
+    echo "installing oha from crates.io into target/tools (a few minutes, once)"
+    cargo install --quiet --locked --root target/tools oha
+fi
+bash scripts/setup-guest-toolchain.sh >/dev/null
+cargo build-guests >/dev/null
+cargo build --quiet --release -p percore
+percore=target/release/percore
+
+tmp=$(mktemp -d)
+cleanup() { [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+start_server() { # name
+    case "$1" in
+    percore-wasm)
+        taskset -c $server_cpu $percore serve --cores 1 --listen 127.0.0.1:$port target/guests/hello.wasm >"$tmp/server.log" 2>&1 &
+        ;;
+    percore-wasm-reuse)
+        taskset -c $server_cpu $percore serve --cores 1 --reuse-instances --listen 127.0.0.1:$port target/guests/hello.wasm >"$tmp/server.log" 2>&1 &
+        ;;
+    percore-native)
+        taskset -c $server_cpu $percore serve --cores 1 --listen 127.0.0.1:$port native:hello >"$tmp/server.log" 2>&1 &
+        ;;
+    nginx)
+        mkdir -p "$tmp/nginx"
+        cat >"$tmp/nginx.conf" <<CONF
+worker_processes 1;
+worker_cpu_affinity 1;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $tmp/nginx;
+    proxy_temp_path $tmp/nginx;
+    fastcgi_temp_path $tmp/nginx;
+    uwsgi_temp_path $tmp/nginx;
+    scgi_temp_path $tmp/nginx;
+    server {
+        listen 127.0.0.1:$port;
+        location / { default_type "text/plain; charset=utf-8"; return 200 "Hello from percore!\n"; }
+    }
+}
+CONF
+        taskset -c $server_cpu /usr/sbin/nginx -c "$tmp/nginx.conf" >"$tmp/server.log" 2>&1 &
+        ;;
+    esac
+    server_pid=$!
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$port/" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "$1 did not start:"; cat "$tmp/server.log"; exit 1
+}
+
+stop_server() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+    sleep 0.5
+}
+
+peak() { # prints requests/s
+    taskset -c $client_cpu wrk -t1 -c16 -d${duration}s "http://127.0.0.1:$port/" |
+        awk '/Requests\/sec/ {printf "%d", $2}'
+}
+
+point() { # rate -> "achieved p50 p99 p99.9 errors" (ms)
+    taskset -c $client_cpu "$oha" -z ${duration}s -q "$1" -c 16 --latency-correction --no-tui \
+        --output-format json "http://127.0.0.1:$port/" 2>/dev/null |
+        python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+s = d["summary"]; p = d["latencyPercentiles"]
+ok = sum(v for k, v in d.get("statusCodeDistribution", {}).items() if k == "200")
+errors = sum(d.get("errorDistribution", {}).values()) + sum(v for k, v in d.get("statusCodeDistribution", {}).items() if k != "200")
+print("%d %.3f %.3f %.3f %d" % (s["requestsPerSec"], p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, errors))
+'
+}
+
+echo "machine: $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "pinning: server on CPU $server_cpu (one core), load generator on CPU $client_cpu; loopback; 16 connections; ${duration} s per point"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+echo
+printf '%-20s %10s\n' line "peak req/s (wrk)"
+declare -A peaks
+lines=(nginx percore-native percore-wasm-reuse percore-wasm)
+for line in "${lines[@]}"; do
+    start_server "$line"
+    peaks[$line]=$(peak)
+    stop_server
+    printf '%-20s %10s\n' "$line" "${peaks[$line]}"
+done
+echo
+printf '%-20s %9s %9s %9s %9s %9s %7s\n' line offered achieved "p50 ms" "p99 ms" "p99.9 ms" errors
+for line in "${lines[@]}"; do
+    start_server "$line"
+    for pct in 10 30 50 70 90; do
+        rate=$(( peaks[$line] * pct / 100 ))
+        [ "$rate" -lt 1 ] && rate=1
+        read -r achieved p50 p99 p999 errors < <(point "$rate")
+        printf '%-20s %9s %9s %9s %9s %9s %7s\n' "$line" "$rate" "$achieved" "$p50" "$p99" "$p999" "$errors"
+    done
+    stop_server
+done
+echo
+awk -v w="${peaks[percore-wasm]}" -v r="${peaks[percore-wasm-reuse]}" -v n="${peaks[percore-native]}" -v g="${peaks[nginx]}" 'BEGIN {
+    printf "wasm tax (peak wasm / native): fresh instance %.2f, reused instance %.2f\n", w / n, r / n
+    printf "percore / nginx (peak): fresh %.2f, reused %.2f\n", w / g, r / g
+}'
