@@ -172,13 +172,12 @@ impl Server {
         let mut shards = Vec::new();
         let mut snapshots = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        for (index, (listener, &core)) in listeners.into_iter().zip(&config.cores).enumerate() {
+        for (listener, &core) in listeners.into_iter().zip(&config.cores) {
             let engine = Engine::without_ticker(config.engine.clone())?;
             engines.push(engine.wasmtime().clone());
             let snapshot = Arc::new(Mutex::new(Counters::default()));
             snapshots.push(snapshot.clone());
             let shard = shard::Shard::new(
-                index,
                 core,
                 listener,
                 engine,

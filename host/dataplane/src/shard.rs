@@ -61,7 +61,6 @@ pub(crate) struct Shard {
 impl Shard {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        _index: usize,
         core: usize,
         listener: TcpListener,
         engine: Engine,
