@@ -72,15 +72,16 @@ impl Shard {
         let mut deployments = Vec::new();
         for (spec, artifact) in config.deployments.iter().zip(artifacts) {
             let native = native_handler(&spec.component);
-            let handler = match native {
-                Some(_) => None,
-                None => Some(engine.load_artifact(artifact).map_err(|source| {
-                    Error::Deployment {
-                        name: spec.name.clone(),
-                        source,
-                    }
-                })?),
-            };
+            let handler =
+                match native {
+                    Some(_) => None,
+                    None => Some(engine.load_artifact(artifact).map_err(|source| {
+                        Error::Deployment {
+                            name: spec.name.clone(),
+                            source,
+                        }
+                    })?),
+                };
             deployments.push(Deployed {
                 name: spec.name.clone(),
                 handler,
