@@ -1,19 +1,10 @@
 //! `percore invoke` and `percore compile` as a user runs them.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn guest(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/guests")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build-guests`",
-        path.display()
-    );
-    path.to_string_lossy().into_owned()
-}
+#[path = "../common/mod.rs"]
+mod common;
+use common::guest;
 
 fn percore(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_percore"))

@@ -5,21 +5,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn guest(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/guests")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build-guests`",
-        path.display()
-    );
-    path.to_string_lossy().into_owned()
-}
+#[path = "../common/mod.rs"]
+mod common;
+use common::guest;
 
 /// A running `percore serve`, killed when dropped.
 struct Server {
