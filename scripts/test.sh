@@ -24,7 +24,7 @@ step "host tests (rt, http, engine, data plane)"
 cargo test --workspace
 
 step "build percore and the conformance runner"
-cargo build -p percore -p percore-conformance
+cargo build --workspace
 
 step "the suite catches a host that breaks a rule (percore serve --misbehave, test-only)"
 for pair in drop-repeated-header:headers-repeated ignore-memory-cap:fault-out-of-memory \
