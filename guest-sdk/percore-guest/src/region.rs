@@ -12,8 +12,9 @@ use std::cell::Cell;
 use crate::bindings::exports::edge::handler::guest::Region;
 use crate::request::{InputPath, Request};
 
-/// Capacity reserved at least, so that most requests need one `input-region` call per instance.
-const MIN_CAPACITY: usize = 64 << 10;
+/// Capacity reserved at least: one page, so a fresh instance touches little new memory; larger
+/// requests make the host ask again.
+const MIN_CAPACITY: usize = 4 << 10;
 
 struct RegionCell {
     ptr: Cell<*mut u8>,

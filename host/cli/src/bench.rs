@@ -66,7 +66,7 @@ fn machine() -> String {
         })
         .unwrap_or_default();
     format!(
-        "Linux {} | {} | {} CPUs online | this process may run on CPUs {}",
+        "Linux {} | {} | {} CPUs available | this process may run on CPUs {}",
         kernel.trim(),
         cpu,
         std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -13,8 +13,9 @@ use crate::bindings::{self, guest};
 use crate::host::{CallClock, HostState, LogLevel, LogRecord, LogSource};
 use crate::{Engine, Error, Fault, Limits, Request, Response, TimeoutKind};
 
-/// Region capacity asked for at first use: most requests fit.
-const INITIAL_REGION: u32 = 64 << 10;
+/// Region capacity asked for at first use: small requests fit, and a fresh instance touches
+/// one page for it.
+const INITIAL_REGION: u32 = 4 << 10;
 
 /// Which way a request reached the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
