@@ -27,7 +27,7 @@ struct Args {
     /// The host to start for each case: a shell command line in which `{manifest}` is replaced by
     /// the path of the case's deployment manifest, `{addr}` by the address to listen on, `{port}`
     /// by its port. Example: `percore serve --config {manifest}`.
-    #[arg(long, required_unless_present_any = ["url", "list"])]
+    #[arg(long, required_unless_present_any = ["url", "list", "print_manifest"])]
     host: Option<String>,
     /// Test a host that is already running at this address (`127.0.0.1:8080`) instead; it must
     /// serve the manifest of the selected case (see --print-manifest).
