@@ -26,7 +26,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .compile(&bytes)
         .with_context(|| format!("{} was not compiled", args.component.display()))?;
     let took = started.elapsed();
-    write_atomically(&args.output, &artifact)?;
+    percore_engine::write_artifact(&args.output, &artifact)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
     eprintln!(
         "compiled {} ({} KiB) to {} ({} KiB) in {:.1} ms",
         args.component.display(),
@@ -36,21 +37,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         took.as_secs_f64() * 1e3
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Write through a temporary file in the same directory and rename it into place, so that a
-/// failure or a crash never leaves a partial artifact at `path`.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

@@ -86,7 +86,7 @@ pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error
         let path = dir.join(format!("{:016x}.cwasm", hasher.finish()));
         if !path.exists() {
             let artifact = engine.compile(&bytes).map_err(error)?;
-            write_atomically(&dir, &path, &artifact).map_err(|e| Error::Deployment {
+            percore_engine::write_artifact(&path, &artifact).map_err(|e| Error::Deployment {
                 name: deployment.name.clone(),
                 source: percore_engine::Error::Io {
                     path: path.clone(),
@@ -119,17 +119,6 @@ pub(crate) fn native_handler(component: &Path) -> Option<NativeHandler> {
 fn wasmtime_is_precompiled(bytes: &[u8]) -> bool {
     // wasmtime artifacts are ELF files; components start with "\0asm".
     bytes.starts_with(b"\x7fELF")
-}
-
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// A route resolved to a deployment index.

@@ -35,6 +35,31 @@ use wasmtime::component::{Component, Linker};
 
 use crate::host::HostState;
 
+/// Write an artifact (or any file a mapping may read) without ever changing the bytes of an
+/// existing file: a temporary file in the same directory, synced, then renamed over `path`. A
+/// crash leaves the old file or the new one, never a torn one, and a process that has the old
+/// file mapped keeps its pages (rewriting a mapped file in place would make it fault).
+pub fn write_artifact(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// The version of the `edge:handler` contract this engine implements.
 pub const CONTRACT_VERSION: &str = "0.1.0";
 
