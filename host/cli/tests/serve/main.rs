@@ -243,3 +243,27 @@ fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     assert_eq!(in_flight.join().unwrap(), (200, b"spun 400 ms".to_vec()));
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn sqpoll_rings_serve_too() {
+    let server = Server::start(&["--sqpoll", "--cores", "1", &guest("hello")]);
+    let pid = server.pid();
+    let pollers = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|t| {
+            std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"))
+                .is_ok_and(|c| c.starts_with("iou-sqp"))
+        })
+        .count();
+    assert_eq!(
+        pollers, 1,
+        "one kernel submission-polling thread for the one ring"
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            get(server.addr, "/"),
+            (200, b"Hello from percore!\n".to_vec())
+        );
+    }
+    assert!(server.terminate().success());
+}
