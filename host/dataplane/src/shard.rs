@@ -174,7 +174,7 @@ impl Shard {
                     tracing::error!(core = self.core, "re-arming accept: {e}");
                 }
                 match result {
-                    Ok(fd) => self.accept(ring, fd),
+                    Ok(fd) => self.accept(ring, fd, dirty),
                     Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
                     Err(e) => tracing::warn!(core = self.core, "accept: {e}"),
                 }
@@ -254,36 +254,36 @@ impl Shard {
         }
     }
 
-    fn accept(&mut self, ring: &mut Uring, fd: std::os::fd::OwnedFd) {
+    fn accept(&mut self, ring: &mut Uring, fd: std::os::fd::OwnedFd, dirty: &mut Vec<u32>) {
         let stream = std::net::TcpStream::from(fd);
         if self.draining {
             return;
         }
         self.counters.connections += 1;
-        if self.conns.len() >= self.config.max_connections_per_core {
+        let full = self.conns.len() >= self.config.max_connections_per_core;
+        let _ = stream.set_nodelay(true);
+        let token = self.conns.insert(Conn::new(stream, Instant::now()));
+        let conn = self.conns.get_mut(token).expect("just inserted");
+        if let Err(e) = ring.recv_multi(token, &conn.stream) {
+            tracing::warn!(core = self.core, "arming receive: {e}");
+            self.conns.remove(token);
+            return;
+        }
+        conn.recv_armed = true;
+        if full {
+            // Back-pressure, not collapse: answer through the normal path (so what the client
+            // sent is read, and the close is a clean FIN, not a reset) and close.
             self.counters.overloaded += 1;
-            let mut out = Vec::new();
+            self.counters.status(503);
             percore_http::write_simple(
-                &mut out,
+                &mut conn.out,
                 503,
                 &[("retry-after", b"1")],
                 "this core is at its connection limit; retry shortly\n",
                 false,
             );
-            self.counters.status(503);
-            // A fresh socket's send buffer takes a short response without blocking.
-            let _ = std::io::Write::write_all(&mut &stream, &out);
-            return;
-        }
-        let _ = stream.set_nodelay(true);
-        let token = self.conns.insert(Conn::new(stream, Instant::now()));
-        let conn = self.conns.get_mut(token).expect("just inserted");
-        match ring.recv_multi(token, &conn.stream) {
-            Ok(()) => conn.recv_armed = true,
-            Err(e) => {
-                tracing::warn!(core = self.core, "arming receive: {e}");
-                self.conns.remove(token);
-            }
+            conn.closing = true;
+            dirty.push(token);
         }
     }
 

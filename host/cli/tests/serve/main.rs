@@ -248,13 +248,24 @@ fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
 fn sqpoll_rings_serve_too() {
     let server = Server::start(&["--sqpoll", "--cores", "1", &guest("hello")]);
     let pid = server.pid();
-    let pollers = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter(|t| {
-            std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"))
-                .is_ok_and(|c| c.starts_with("iou-sqp"))
-        })
-        .count();
+    let count_pollers = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter(|t| {
+                std::fs::read_to_string(t.as_ref().unwrap().path().join("comm"))
+                    .is_ok_and(|c| c.starts_with("iou-sqp"))
+            })
+            .count()
+    };
+    // The kernel names its polling thread shortly after the ring exists: look for a while.
+    let mut pollers = count_pollers();
+    for _ in 0..100 {
+        if pollers > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        pollers = count_pollers();
+    }
     assert_eq!(
         pollers, 1,
         "one kernel submission-polling thread for the one ring"
@@ -266,4 +277,47 @@ fn sqpoll_rings_serve_too() {
         );
     }
     assert!(server.terminate().success());
+}
+
+#[test]
+fn a_full_core_answers_503_with_retry_after() {
+    let dir = std::env::temp_dir().join(format!("percore-overload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("percore.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "cores = 1\n[http]\nmax_connections_per_core = 3\n[[deployment]]\nname = \"hello\"\ncomponent = \"{}\"\n",
+            guest("hello")
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // Let the server accept the three before the fourth arrives.
+    for s in &held {
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let _ = (&*s).read(&mut [0u8; 1]);
+    }
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    assert!(raw.starts_with("HTTP/1.1 503"), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("retry-after: 1"), "{raw}");
+    drop(held);
+    // Room again: served.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = get(server.addr, "/").0;
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
 }
