@@ -206,6 +206,7 @@ pub struct Uring {
     timer: Box<Timespec>,
     timer_armed: bool,
     in_flight: usize,
+    completions: Vec<cqueue::Entry>,
 }
 
 impl std::fmt::Debug for Uring {
@@ -245,6 +246,7 @@ impl Uring {
             timer: Box::new(Timespec::new()),
             timer_armed: false,
             in_flight: 0,
+            completions: Vec::with_capacity(256),
         })
     }
 
@@ -370,12 +372,15 @@ impl Uring {
 
     /// Move every available completion into `events`.
     pub fn drain(&mut self, events: &mut Vec<Event>) {
-        let completions: Vec<cqueue::Entry> = self.ring.completion().collect();
-        for cqe in completions {
+        // Reuse one buffer for the entries: no allocation per event-loop turn.
+        let mut completions = std::mem::take(&mut self.completions);
+        completions.extend(self.ring.completion());
+        for cqe in completions.drain(..) {
             if let Some(event) = self.complete(&cqe) {
                 events.push(event);
             }
         }
+        self.completions = completions;
     }
 
     fn complete(&mut self, cqe: &cqueue::Entry) -> Option<Event> {
