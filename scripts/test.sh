@@ -6,6 +6,18 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+step "system tools the end-to-end tests use (curl, kill)"
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v kill >/dev/null 2>&1 || missing+=(procps)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+echo "curl and kill present"
+
 step "guest toolchain"
 bash scripts/setup-guest-toolchain.sh
 
