@@ -41,7 +41,7 @@ cargo build --workspace
 step "the suite catches a host that breaks a rule (percore serve --misbehave, test-only)"
 for pair in drop-repeated-header:headers-repeated ignore-memory-cap:fault-out-of-memory \
     reuse-across-deployments:isolation-between-deployments mangle-binary-body:body-binary-region \
-    timeout-as500:fault-timeout; do
+    timeout-as500:fault-timeout skip-reset:isolation-between-requests; do
     rule=${pair%%:*} case=${pair##*:}
     if target/debug/percore-conformance --filter "$case" \
         --host "target/debug/percore serve --config {manifest} --misbehave $rule" >target/misbehave.log 2>&1; then

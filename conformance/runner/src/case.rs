@@ -44,8 +44,8 @@ pub struct HostSettings {
     pub request_timeout_ms: Option<u64>,
     #[serde(default)]
     pub portable: bool,
-    #[serde(default)]
-    pub reuse_instances: bool,
+    /// The host's instance mode (`fresh`, `reset`, `keep`), when the case needs one.
+    pub instances: Option<String>,
 }
 
 /// A deployment in the manifest given to the host.

@@ -22,8 +22,8 @@ pub fn manifest(case: &Case, guests: &Path, addr: SocketAddr) -> anyhow::Result<
     if case.host.portable {
         out.push_str("portable = true\n");
     }
-    if case.host.reuse_instances {
-        out.push_str("reuse_instances = true\n");
+    if let Some(mode) = &case.host.instances {
+        out.push_str(&format!("instances = \"{mode}\"\n"));
     }
     out.push_str("\n[http]\n");
     if let Some(v) = case.host.max_body_mib {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use percore_dataplane::{Counters, DeploymentSpec, RouteSpec, ServeConfig, Server};
+use percore_dataplane::{Counters, DeploymentSpec, InstanceMode, RouteSpec, ServeConfig, Server};
 use percore_engine::{InputPreference, Limits};
 use serde::Deserialize;
 
@@ -29,8 +29,13 @@ pub struct Args {
     /// Number of cores to serve on (default: every CPU this process may use).
     #[arg(long)]
     cores: Option<usize>,
-    /// Keep instances between requests of one deployment instead of a fresh one per request.
-    #[arg(long)]
+    /// What each request runs on: `reset` (default: a pooled instance whose memory goes back to
+    /// its post-instantiation snapshot after every request), `fresh` (a new instance per
+    /// request), or `keep` (pooled instances keep their memory between requests).
+    #[arg(long, value_name = "MODE")]
+    instances: Option<InstanceMode>,
+    /// Same as `--instances keep`.
+    #[arg(long, hide = true, conflicts_with = "instances")]
     reuse_instances: bool,
     /// Send requests through the portable path instead of the input region.
     #[arg(long)]
@@ -53,6 +58,7 @@ enum Misbehave {
     ReuseAcrossDeployments,
     MangleBinaryBody,
     TimeoutAs500,
+    SkipReset,
 }
 
 impl From<Misbehave> for percore_dataplane::Misbehaviour {
@@ -63,6 +69,7 @@ impl From<Misbehave> for percore_dataplane::Misbehaviour {
             Misbehave::ReuseAcrossDeployments => Self::ReuseAcrossDeployments,
             Misbehave::MangleBinaryBody => Self::MangleBinaryBody,
             Misbehave::TimeoutAs500 => Self::TimeoutAs500,
+            Misbehave::SkipReset => Self::SkipReset,
         }
     }
 }
@@ -73,8 +80,8 @@ impl From<Misbehave> for percore_dataplane::Misbehaviour {
 struct FileConfig {
     listen: Option<SocketAddr>,
     cores: Option<usize>,
-    #[serde(default)]
-    reuse_instances: bool,
+    /// `fresh`, `reset` or `keep` (see `--instances`).
+    instances: Option<String>,
     #[serde(default)]
     sqpoll: bool,
     #[serde(default)]
@@ -117,6 +124,15 @@ struct FileRoute {
     host: Option<String>,
     #[serde(default = "root")]
     path: String,
+}
+
+impl Args {
+    fn instance_mode(&self) -> Option<InstanceMode> {
+        match self.instances {
+            Some(mode) => Some(mode),
+            None => self.reuse_instances.then_some(InstanceMode::Keep),
+        }
+    }
 }
 
 fn root() -> String {
@@ -191,7 +207,13 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
         .unwrap_or(DEFAULT_LISTEN.parse()?);
     let mut config = ServeConfig::new(listen, deployments);
     config.cores = pick_cores(args.cores.or(file.cores))?;
-    config.reuse_instances = args.reuse_instances || file.reuse_instances;
+    config.instances = match (args.instance_mode(), &file.instances) {
+        (Some(mode), _) => mode,
+        (None, Some(mode)) => mode
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("{}: {e}", path.display()))?,
+        (None, None) => InstanceMode::default(),
+    };
     config.sqpoll = args.sqpoll || file.sqpoll;
     if args.portable || file.portable {
         config.input = InputPreference::Portable;
@@ -276,7 +298,7 @@ fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
         .collect();
     let mut config = ServeConfig::new(args.listen.unwrap_or(DEFAULT_LISTEN.parse()?), deployments);
     config.cores = pick_cores(args.cores)?;
-    config.reuse_instances = args.reuse_instances;
+    config.instances = args.instance_mode().unwrap_or_default();
     config.sqpoll = args.sqpoll;
     if args.portable {
         config.input = InputPreference::Portable;

@@ -44,6 +44,10 @@ pub struct Counters {
     pub request_bytes_copied: u64,
     /// Fresh instances created.
     pub instances_created: u64,
+    /// Pooled instances reset to their snapshot after a request.
+    pub instance_resets: u64,
+    /// Pages those resets copied back.
+    pub reset_pages_copied: u64,
     /// Latency histogram of guest requests (buckets of `LATENCY_BUCKETS_US`, plus overflow).
     pub latency: [u64; LATENCY_BUCKETS_US.len() + 1],
 }
@@ -69,6 +73,8 @@ impl Counters {
         self.request_copies += other.request_copies;
         self.request_bytes_copied += other.request_bytes_copied;
         self.instances_created += other.instances_created;
+        self.instance_resets += other.instance_resets;
+        self.reset_pages_copied += other.reset_pages_copied;
         for (a, b) in self.latency.iter_mut().zip(other.latency) {
             *a += b;
         }

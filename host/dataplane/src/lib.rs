@@ -70,6 +70,39 @@ pub enum Misbehaviour {
     MangleBinaryBody,
     /// Answer a guest timeout with 500 instead of 504.
     TimeoutAs500,
+    /// Pool instances in reset mode but skip the reset.
+    SkipReset,
+}
+
+/// What a request runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstanceMode {
+    /// A new instance per request, dropped afterwards: always clean, about 30 µs.
+    Fresh,
+    /// A per-core, per-deployment pool of instances; after each request the instance's memory
+    /// goes back to the snapshot taken right after instantiation (only the pages written are
+    /// copied back). Clean like a fresh instance, about 2 µs. Components that keep state outside
+    /// their memory (see `percore_engine::check_resettable`) and kernels without
+    /// `PAGEMAP_SCAN` fall back to `Fresh`.
+    #[default]
+    Reset,
+    /// Pooled instances that keep their memory from one request to the next of the same
+    /// deployment (never across deployments). Fastest; guests see earlier requests' state.
+    Keep,
+}
+
+impl std::str::FromStr for InstanceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fresh" => Ok(Self::Fresh),
+            "reset" => Ok(Self::Reset),
+            "keep" => Ok(Self::Keep),
+            _ => Err(format!(
+                "unknown instance mode `{s}` (expected fresh, reset or keep)"
+            )),
+        }
+    }
 }
 
 /// Everything the data plane needs to run.
@@ -89,9 +122,9 @@ pub struct ServeConfig {
     pub idle_timeout: Duration,
     /// Connections one core holds at most; past that, new ones get 503 and `Retry-After`.
     pub max_connections_per_core: usize,
-    /// Keep instances between requests of the same deployment (they keep their memory: see
-    /// docs); otherwise each request gets a fresh instance.
-    pub reuse_instances: bool,
+    /// What each request runs on: a fresh instance, a pooled one reset to its snapshot, or a
+    /// pooled one that keeps its memory.
+    pub instances: InstanceMode,
     /// Input path for requests.
     pub input: InputPreference,
     /// Use a kernel submission-polling thread per ring.
@@ -113,7 +146,7 @@ impl ServeConfig {
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections_per_core: 10_000,
-            reuse_instances: false,
+            instances: InstanceMode::Reset,
             input: InputPreference::Region,
             sqpoll: false,
             engine: EngineConfig::default(),
@@ -148,11 +181,23 @@ impl Server {
             }
         }
         if config.misbehave == Some(Misbehaviour::ReuseAcrossDeployments) {
-            config.reuse_instances = true;
+            config.instances = InstanceMode::Keep;
         }
         let config = Arc::new(config);
         // Compile each deployment once; every core maps the same artifact.
         let artifacts = router::prepare_artifacts(&config)?;
+        for (spec, artifact) in config.deployments.iter().zip(&artifacts) {
+            let mode = match (config.instances, &artifact.resettable) {
+                (InstanceMode::Reset, Ok(())) if !percore_rt::pagemap::supported() => {
+                    "fresh (this kernel has no PAGEMAP_SCAN for resets)".to_owned()
+                }
+                (InstanceMode::Reset, Ok(())) => "reset".to_owned(),
+                (InstanceMode::Reset, Err(why)) => format!("fresh (cannot be reset: {why})"),
+                (InstanceMode::Fresh, _) => "fresh".to_owned(),
+                (InstanceMode::Keep, _) => "keep".to_owned(),
+            };
+            tracing::info!(deployment = %spec.name, instances = %mode, "deployment ready");
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let mut listeners: Vec<TcpListener> = Vec::new();
         let mut addr = config.listen;

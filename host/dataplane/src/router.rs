@@ -36,7 +36,14 @@ pub struct DeploymentSpec {
 }
 
 /// Compiled artifacts, one per deployment, in deployment order.
-pub(crate) type Artifacts = Vec<PathBuf>;
+/// One deployment's artifact, and whether its instances can be reset in place (else why not).
+#[derive(Debug, Clone)]
+pub(crate) struct Artifact {
+    pub(crate) path: PathBuf,
+    pub(crate) resettable: Result<(), String>,
+}
+
+pub(crate) type Artifacts = Vec<Artifact>;
 
 /// The directory artifacts are cached in: `$PERCORE_ARTIFACTS`, else the user's cache directory.
 fn artifact_dir() -> PathBuf {
@@ -61,7 +68,10 @@ pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error
             source,
         };
         if native_handler(&deployment.component).is_some() {
-            artifacts.push(deployment.component.clone());
+            artifacts.push(Artifact {
+                path: deployment.component.clone(),
+                resettable: Err("a native handler".into()),
+            });
             continue;
         }
         let bytes = std::fs::read(&deployment.component).map_err(|e| {
@@ -71,7 +81,12 @@ pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error
             })
         })?;
         if wasmtime_is_precompiled(&bytes) {
-            artifacts.push(deployment.component.clone());
+            artifacts.push(Artifact {
+                path: deployment.component.clone(),
+                resettable: Err(
+                    "served from a precompiled artifact, whose component cannot be checked".into(),
+                ),
+            });
             continue;
         }
         let engine = match &mut engine {
@@ -95,7 +110,10 @@ pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error
             })?;
             tracing::info!(deployment = %deployment.name, artifact = %path.display(), "compiled");
         }
-        artifacts.push(path);
+        artifacts.push(Artifact {
+            path,
+            resettable: percore_engine::check_resettable(&bytes),
+        });
     }
     Ok(artifacts)
 }

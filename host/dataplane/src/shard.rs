@@ -14,14 +14,18 @@ use percore_rt::uring::{Event, Uring, UringConfig};
 use crate::conn::{BodyLeft, Conn, Conns, PendingRequest};
 use crate::counters::Counters;
 use crate::router::{Artifacts, NativeHandler, Router, native_handler};
-use crate::{Error, Misbehaviour, ServeConfig};
+use crate::{Error, InstanceMode, Misbehaviour, ServeConfig};
 
 /// How often a shard looks at its clock: timeouts, the stop flag, the counter snapshot.
 const TICK: Duration = Duration::from_millis(100);
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
-/// Instances kept per deployment on one core when reuse is on.
+/// Instances kept per deployment on one core when instances are pooled.
 const POOL_SIZE: usize = 16;
+/// Requests one pooled instance serves before it is replaced. A reset restores linear memory,
+/// not the host-side tables of the store (handles a guest took, such as WASI streams), so they
+/// are bounded by replacing the instance now and then.
+const MAX_REQUESTS_PER_INSTANCE: u64 = 10_000;
 
 /// One deployment as loaded on one core.
 struct Deployed {
@@ -32,6 +36,8 @@ struct Deployed {
     limits: Arc<Limits>,
     config: Arc<BTreeMap<String, String>>,
     pool: Vec<Instance>,
+    /// Pooled instances are reset to their snapshot after each request.
+    reset: bool,
 }
 
 /// A request ready to run: views into the receive buffer or a pending request's copy.
@@ -72,16 +78,15 @@ impl Shard {
         let mut deployments = Vec::new();
         for (spec, artifact) in config.deployments.iter().zip(artifacts) {
             let native = native_handler(&spec.component);
-            let handler =
-                match native {
-                    Some(_) => None,
-                    None => Some(engine.load_artifact(artifact).map_err(|source| {
-                        Error::Deployment {
-                            name: spec.name.clone(),
-                            source,
-                        }
-                    })?),
-                };
+            let handler = match native {
+                Some(_) => None,
+                None => Some(engine.load_artifact(&artifact.path).map_err(|source| {
+                    Error::Deployment {
+                        name: spec.name.clone(),
+                        source,
+                    }
+                })?),
+            };
             deployments.push(Deployed {
                 name: spec.name.clone(),
                 handler,
@@ -89,6 +94,9 @@ impl Shard {
                 limits: Arc::new(spec.limits.clone()),
                 config: Arc::new(spec.config.clone()),
                 pool: Vec::new(),
+                reset: config.instances == InstanceMode::Reset
+                    && artifact.resettable.is_ok()
+                    && percore_rt::pagemap::supported(),
             });
         }
         Ok(Self {
@@ -574,7 +582,7 @@ impl Shard {
         keep_alive: bool,
         out: &mut Vec<u8>,
     ) -> u16 {
-        let reuse = self.config.reuse_instances;
+        let mode = self.config.instances;
         let input = self.config.input;
         // Tests of the suite: take any deployment's kept instance of the same component.
         let pool_index = match self.config.misbehave {
@@ -597,7 +605,27 @@ impl Shard {
             (Some(instance), _) => Ok(instance),
             (None, Some(handler)) => {
                 self.counters.instances_created += 1;
-                handler.instantiate(deployment.limits.clone(), deployment.config.clone())
+                let instance =
+                    handler.instantiate(deployment.limits.clone(), deployment.config.clone());
+                match instance {
+                    Ok(mut instance) if deployment.reset => match instance.prepare_reset() {
+                        Ok(()) => Ok(instance),
+                        Err(why) => {
+                            // It would fail again: serve this deployment fresh from now on.
+                            tracing::warn!(deployment = %deployment.name, "instances cannot be reset, serving fresh ones: {why}");
+                            deployment.reset = false;
+                            if instance.is_usable() {
+                                Ok(instance)
+                            } else {
+                                handler.instantiate(
+                                    deployment.limits.clone(),
+                                    deployment.config.clone(),
+                                )
+                            }
+                        }
+                    },
+                    other => other,
+                }
             }
             (None, None) => unreachable!("a deployment has a handler or a native handler"),
         };
@@ -615,8 +643,31 @@ impl Shard {
                         &record.fields,
                     );
                 }
-                let keep = (reuse && instance.is_usable()).then_some(instance);
-                (invocation.result, keep)
+                let keep = match mode {
+                    _ if !instance.is_usable()
+                        || instance.requests() >= MAX_REQUESTS_PER_INSTANCE =>
+                    {
+                        false
+                    }
+                    InstanceMode::Keep => true,
+                    InstanceMode::Reset
+                        if deployment.reset
+                            && self.config.misbehave == Some(Misbehaviour::SkipReset) =>
+                    {
+                        true
+                    }
+                    InstanceMode::Reset if deployment.reset => match instance.reset() {
+                        Ok(stats) => {
+                            self.counters.instance_resets += 1;
+                            self.counters.reset_pages_copied += stats.pages_copied as u64;
+                            true
+                        }
+                        // Grown memory, typically: the instance is replaced.
+                        Err(_) => false,
+                    },
+                    InstanceMode::Reset | InstanceMode::Fresh => false,
+                };
+                (invocation.result, keep.then_some(instance))
             }
             Err(fault) => (Err(fault), None),
         };

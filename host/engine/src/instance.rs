@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use percore_rt::cpu::thread_cpu_time;
-use percore_rt::host_memory::HostMemoryStore;
+use percore_rt::host_memory::{HostMemoryStore, ResetStats};
 use wasmtime::component::Component;
 use wasmtime::{Store, UpdateDeadline};
 
@@ -16,6 +16,10 @@ use crate::{Engine, Error, Fault, Limits, Request, Response, TimeoutKind};
 /// Region capacity asked for at first use: small requests fit, and a fresh instance touches
 /// one page for it.
 const INITIAL_REGION: u32 = 4 << 10;
+
+/// Bytes of written pages a reset copies back; past that it drops the rest, which then faults
+/// back in from the snapshot when touched.
+const RESET_RESIDENT_BUDGET: usize = 2 << 20;
 
 /// Which way a request reached the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +113,8 @@ impl Handler {
                 region: None,
                 no_region: false,
                 usable: true,
+                clean_region: None,
+                requests: 0,
             }),
             Err(e) => Err(classify(memories.store(), e)),
         }
@@ -240,6 +246,10 @@ pub struct Instance {
     /// The guest said it offers no input region.
     no_region: bool,
     usable: bool,
+    /// The region as it was at the snapshot (`Some` once [`Instance::prepare_reset`] worked).
+    clean_region: Option<Option<Region>>,
+    /// Requests run on this instance.
+    requests: u64,
 }
 
 impl std::fmt::Debug for Instance {
@@ -257,6 +267,58 @@ impl Instance {
         self.usable
     }
 
+    /// Requests this instance has run.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Take the snapshot that [`Instance::reset`] returns to: the state right after
+    /// instantiation, with the input region already reserved (so it is part of the clean state).
+    ///
+    /// Only for components that pass [`crate::check_resettable`]: a reset restores linear memory
+    /// and nothing else. On error the instance is still usable once, as a fresh instance.
+    pub fn prepare_reset(&mut self) -> Result<(), String> {
+        if self.memories.memory_count() != 1 {
+            return Err(format!(
+                "the instance has {} linear memories; a reset handles exactly one",
+                self.memories.memory_count()
+            ));
+        }
+        start_clock(self.memories.store());
+        if let Err(fault) = self.ensure_region(0) {
+            self.usable = false;
+            return Err(format!("reserving the input region failed: {fault}"));
+        }
+        self.memories.snapshot(0).map_err(|e| {
+            self.usable = false;
+            e.to_string()
+        })?;
+        self.clean_region = Some(self.region);
+        Ok(())
+    }
+
+    /// Bring the instance back to its snapshot after a request: copy back the pages written
+    /// since. Fails (and the instance must be dropped) if the instance faulted, has no
+    /// snapshot, or its memory grew.
+    pub fn reset(&mut self) -> Result<ResetStats, String> {
+        if !self.usable {
+            return Err("the instance faulted".into());
+        }
+        let Some(region) = self.clean_region else {
+            return Err("the instance has no snapshot".into());
+        };
+        match self.memories.restore(RESET_RESIDENT_BUDGET) {
+            Ok(stats) => {
+                self.region = region;
+                Ok(stats)
+            }
+            Err(e) => {
+                self.usable = false;
+                Err(e.to_string())
+            }
+        }
+    }
+
     /// Whether the host can write requests into this instance's memory.
     pub fn has_region_access(&self) -> bool {
         self.memories.memory_count() == 1 && !self.no_region
@@ -268,6 +330,7 @@ impl Instance {
             InputPreference::Region if self.has_region_access() => InputPath::Region,
             _ => InputPath::Portable,
         };
+        self.requests += 1;
         let total = request.head_len() + request.body.len();
         let mut stats = CallStats {
             input,

@@ -16,6 +16,7 @@ mod error;
 mod host;
 mod instance;
 mod message;
+mod state;
 mod ticker;
 mod validate;
 mod wasi;
@@ -25,6 +26,8 @@ pub use error::{Error, Fault, TimeoutKind};
 pub use host::{LogLevel, LogRecord, LogSource};
 pub use instance::{CallStats, Handler, InputPath, InputPreference, Instance, Invocation};
 pub use message::{Request, Response};
+pub use percore_rt::host_memory::ResetStats;
+pub use state::check_resettable;
 pub use ticker::EpochTicker;
 
 use std::path::Path;

@@ -37,6 +37,69 @@ pub enum MemoryAccessError {
     },
 }
 
+/// Why a memory cannot be snapshotted or reset.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The instance has no memory with that index.
+    #[error(transparent)]
+    Access(#[from] MemoryAccessError),
+    /// The kernel cannot list a range's private pages (`PAGEMAP_SCAN` needs Linux 6.7).
+    #[error("this kernel has no PAGEMAP_SCAN: instances cannot be reset in place")]
+    Unsupported,
+    /// No snapshot was taken.
+    #[error("the memory has no snapshot")]
+    NoSnapshot,
+    /// The memory grew after the snapshot; a memory cannot shrink back.
+    #[error("the memory grew from {snapshot} to {now} bytes since the snapshot")]
+    Grew {
+        /// Size at the snapshot.
+        snapshot: usize,
+        /// Size now.
+        now: usize,
+    },
+    /// A system call failed.
+    #[error("{what}: {error}")]
+    Os {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        error: std::io::Error,
+    },
+}
+
+/// What one reset did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResetStats {
+    /// Pages copied back from the snapshot (the guest or the host wrote them).
+    pub pages_copied: usize,
+    /// Bytes dropped with `MADV_DONTNEED` past the resident budget (they fault back in from the
+    /// snapshot when next touched).
+    pub bytes_decommitted: usize,
+}
+
+/// The contents of memory 0 at one moment: a memfd holding them (mapped `MAP_PRIVATE` over the
+/// memory itself, so untouched pages stay pages of the file) and a read-only view of the same
+/// file to copy written pages back from.
+#[derive(Debug)]
+struct Snapshot {
+    index: usize,
+    len: usize,
+    image: NonNull<u8>,
+}
+
+// SAFETY: `image` is a read-only shared mapping owned by this value; nothing writes it.
+unsafe impl Send for Snapshot {}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        // SAFETY: `image..image+len` is the read-only view mapped in `HostMemoryStore::snapshot`,
+        // used by nothing else.
+        unsafe {
+            libc::munmap(self.image.as_ptr().cast(), self.len);
+        }
+    }
+}
+
 /// One reservation: the mapping behind a guest memory. Shared between the
 /// [`LinearMemory`] wasmtime owns and the [`HostMemoryStore`] that reads and writes it, so it is
 /// unmapped only when both are gone.
@@ -59,7 +122,7 @@ unsafe impl Send for Mapping {}
 // SAFETY: as above; `&Mapping` only exposes the base address and an atomic.
 unsafe impl Sync for Mapping {}
 
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf with a valid name has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(size).unwrap_or(4096)
@@ -239,12 +302,14 @@ unsafe impl MemoryCreator for HostMemoryCreator {
 pub struct HostMemoryStore<T: 'static> {
     store: Store<T>,
     memories: Vec<Arc<Mapping>>,
+    snapshot: Option<Snapshot>,
 }
 
 impl<T: 'static> std::fmt::Debug for HostMemoryStore<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostMemoryStore")
             .field("memories", &self.memories.len())
+            .field("snapshot", &self.snapshot.as_ref().map(|s| s.len))
             .finish_non_exhaustive()
     }
 }
@@ -261,7 +326,14 @@ impl<T: 'static> HostMemoryStore<T> {
         let memories = CAPTURE
             .with(|c| std::mem::replace(&mut *c.borrow_mut(), outer))
             .unwrap_or_default();
-        (Self { store, memories }, result)
+        (
+            Self {
+                store,
+                memories,
+                snapshot: None,
+            },
+            result,
+        )
     }
 
     /// The store, to call guest code.
@@ -321,6 +393,144 @@ impl<T: 'static> HostMemoryStore<T> {
         bytes: &[u8],
     ) -> Result<(), MemoryAccessError> {
         self.fill(index, offset, bytes.len(), |dst| dst.copy_from_slice(bytes))
+    }
+
+    /// Remember the current contents of memory `index` so that [`Self::restore`] can bring them
+    /// back. Replaces any earlier snapshot.
+    ///
+    /// The contents go to a memfd (zero pages left as holes), which is then mapped copy-on-write
+    /// over the memory: from here on a page the guest has not written is a page of that file,
+    /// and a written page is a private copy that `PAGEMAP_SCAN` can find.
+    pub fn snapshot(&mut self, index: usize) -> Result<(), SnapshotError> {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::fs::FileExt;
+        if !crate::pagemap::supported() {
+            return Err(SnapshotError::Unsupported);
+        }
+        self.snapshot = None;
+        let mapping = self.mapping(index)?;
+        let len = mapping.size();
+        let page = page_size();
+        if len == 0 || !len.is_multiple_of(page) {
+            return Err(SnapshotError::Os {
+                what: "snapshot",
+                error: std::io::Error::other(format!("memory size {len} is not whole pages")),
+            });
+        }
+        let base = mapping.base;
+        let os = |what| move |error| SnapshotError::Os { what, error };
+        // SAFETY: memfd_create with a NUL-terminated name and valid flags.
+        let fd = unsafe { libc::memfd_create(c"percore-snapshot".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(os("memfd_create")(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.set_len(len as u64)
+            .map_err(os("size the snapshot file"))?;
+        // SAFETY: `0..len` is the accessible part of the mapping; `&mut self` excludes guest
+        // code and other host access while this shared view exists.
+        let contents = unsafe { std::slice::from_raw_parts(base.as_ptr(), len) };
+        for (i, chunk) in contents.chunks(page).enumerate() {
+            if chunk.iter().any(|&b| b != 0) {
+                file.write_all_at(chunk, (i * page) as u64)
+                    .map_err(os("write the snapshot file"))?;
+            }
+        }
+        // SAFETY: maps the file copy-on-write exactly over `0..len` of our own reservation,
+        // replacing pages whose contents the file now holds; no Rust reference to them is live
+        // (`contents` is not used past this point).
+        let over = unsafe {
+            libc::mmap(
+                base.as_ptr().cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                fd,
+                0,
+            )
+        };
+        if over == libc::MAP_FAILED {
+            // The old pages are gone or intact, but the memory is no longer trustworthy either
+            // way: the caller must drop the instance.
+            return Err(os("map the snapshot over the memory")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: a new read-only shared mapping of the file, at an address the kernel picks.
+        let image = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if image == libc::MAP_FAILED {
+            return Err(os("map the snapshot image")(std::io::Error::last_os_error()));
+        }
+        let image = NonNull::new(image.cast::<u8>()).ok_or(SnapshotError::NoSnapshot)?;
+        self.snapshot = Some(Snapshot { index, len, image });
+        Ok(())
+    }
+
+    /// Bring the memory back to its snapshot: copy back every page written since (up to
+    /// `resident_budget` bytes of them; past that, drop the rest so it faults back in from the
+    /// snapshot). Fails, changing nothing, if the memory grew since the snapshot.
+    pub fn restore(&mut self, resident_budget: usize) -> Result<ResetStats, SnapshotError> {
+        let snapshot = self.snapshot.as_ref().ok_or(SnapshotError::NoSnapshot)?;
+        let mapping = self.mapping(snapshot.index)?;
+        let now = mapping.size();
+        if now != snapshot.len {
+            return Err(SnapshotError::Grew {
+                snapshot: snapshot.len,
+                now,
+            });
+        }
+        let page = page_size();
+        let base = mapping.base;
+        let scan = crate::pagemap::private_pages(base.as_ptr(), now, resident_budget / page)
+            .map_err(|error| SnapshotError::Os {
+                what: "PAGEMAP_SCAN",
+                error,
+            })?;
+        let mut stats = ResetStats::default();
+        for range in &scan.private {
+            // SAFETY: `range` lies inside `0..len` of both the memory (accessible, read-write)
+            // and the image (the same length); the two mappings never overlap, and `&mut self`
+            // excludes guest code and any other access to the memory.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    snapshot.image.as_ptr().add(range.start),
+                    base.as_ptr().add(range.start),
+                    range.len(),
+                );
+            }
+            stats.pages_copied += range.len() / page;
+        }
+        if scan.scanned < now {
+            let rest = now - scan.scanned;
+            // SAFETY: `scanned..len` is page aligned and inside the file mapping made by
+            // `snapshot`; dropping private pages there makes them read the file again, which
+            // is the snapshot. No Rust reference points into the memory.
+            let rc = unsafe {
+                libc::madvise(
+                    base.as_ptr().add(scan.scanned).cast(),
+                    rest,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc != 0 {
+                return Err(SnapshotError::Os {
+                    what: "madvise(MADV_DONTNEED)",
+                    error: std::io::Error::last_os_error(),
+                });
+            }
+            stats.bytes_decommitted = rest;
+        }
+        Ok(stats)
     }
 
     /// Copy `len` bytes at `offset` out of memory `index`.
@@ -428,5 +638,95 @@ mod tests {
         wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
         let (hm, _) = HostMemoryStore::instantiate(Store::new(&engine, ()), |_| ());
         assert_eq!(hm.memory_count(), 0);
+    }
+
+    #[test]
+    fn restore_copies_back_only_the_written_pages() {
+        if !crate::pagemap::supported() {
+            eprintln!("skipped: no PAGEMAP_SCAN on this kernel");
+            return;
+        }
+        let engine = engine();
+        let module = wasmtime::Module::new(&engine, WAT).unwrap();
+        let (mut hm, instance) = HostMemoryStore::instantiate(Store::new(&engine, ()), |s| {
+            wasmtime::Instance::new(s, &module, &[])
+        });
+        let instance = instance.unwrap();
+        hm.write(0, 8192, b"before").unwrap();
+        hm.snapshot(0).unwrap();
+        assert_eq!(hm.read(0, 16, 5).unwrap(), b"guest");
+        assert_eq!(hm.read(0, 8192, 6).unwrap(), b"before");
+
+        // Nothing written yet: nothing to copy.
+        assert_eq!(hm.restore(1 << 20).unwrap().pages_copied, 0);
+
+        let page = page_size();
+        hm.write(0, 16, b"GUEST").unwrap();
+        hm.write(0, 8192, b"after!").unwrap();
+        hm.write(0, 5 * page + 3, &[7; 10]).unwrap();
+        // A read does not make a page dirty.
+        let load = instance
+            .get_typed_func::<i32, i32>(hm.store(), "load")
+            .unwrap();
+        assert_eq!(load.call(hm.store(), (9 * page) as i32).unwrap(), 0);
+
+        let stats = hm.restore(1 << 20).unwrap();
+        assert_eq!(stats.pages_copied, 3, "{stats:?}");
+        assert_eq!(stats.bytes_decommitted, 0);
+        assert_eq!(hm.read(0, 16, 5).unwrap(), b"guest");
+        assert_eq!(hm.read(0, 8192, 6).unwrap(), b"before");
+        assert_eq!(hm.read(0, 5 * page, 20).unwrap(), vec![0; 20]);
+        assert_eq!(load.call(hm.store(), 16).unwrap(), i32::from(b'g'));
+    }
+
+    #[test]
+    fn restore_past_the_budget_drops_pages_and_still_restores() {
+        if !crate::pagemap::supported() {
+            return;
+        }
+        let engine = engine();
+        let module = wasmtime::Module::new(&engine, WAT).unwrap();
+        let (mut hm, instance) = HostMemoryStore::instantiate(Store::new(&engine, ()), |s| {
+            wasmtime::Instance::new(s, &module, &[])
+        });
+        instance.unwrap();
+        hm.snapshot(0).unwrap();
+        let page = page_size();
+        for i in 0..8 {
+            hm.write(0, i * page, &[0xaa; 64]).unwrap();
+        }
+        let stats = hm.restore(2 * page).unwrap();
+        assert_eq!(stats.pages_copied, 2, "{stats:?}");
+        assert!(stats.bytes_decommitted > 0, "{stats:?}");
+        assert_eq!(hm.read(0, 0, 8 * page).unwrap()[..16], [0; 16]);
+        assert_eq!(hm.read(0, 16, 5).unwrap(), b"guest");
+        for i in 1..8 {
+            assert_eq!(hm.read(0, i * page, 64).unwrap(), vec![0; 64], "page {i}");
+        }
+    }
+
+    #[test]
+    fn a_memory_that_grew_is_not_restored() {
+        if !crate::pagemap::supported() {
+            return;
+        }
+        let engine = engine();
+        let module = wasmtime::Module::new(&engine, WAT).unwrap();
+        let (mut hm, instance) = HostMemoryStore::instantiate(Store::new(&engine, ()), |s| {
+            wasmtime::Instance::new(s, &module, &[])
+        });
+        let instance = instance.unwrap();
+        hm.snapshot(0).unwrap();
+        let grow = instance
+            .get_typed_func::<i32, i32>(hm.store(), "grow")
+            .unwrap();
+        grow.call(hm.store(), 1).unwrap();
+        assert!(matches!(
+            hm.restore(1 << 20),
+            Err(SnapshotError::Grew {
+                snapshot: 65536,
+                now: 131072
+            })
+        ));
     }
 }

@@ -16,4 +16,5 @@ pub mod artifact;
 pub mod cpu;
 pub mod host_memory;
 pub mod net;
+pub mod pagemap;
 pub mod uring;

@@ -6,6 +6,7 @@
 mod bad_input;
 mod examples;
 mod hostile;
+mod reset;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

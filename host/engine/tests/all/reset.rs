@@ -1,0 +1,122 @@
+//! Instances reset to their snapshot between requests: same answers as fresh instances,
+//! nothing kept from one request to the next, faults and growth end the instance.
+
+use percore_engine::{InputPreference, Instance, check_resettable};
+
+use crate::{PATHS, guest_path, handler};
+
+fn request<'a>(path: &'a str, body: &'a [u8]) -> percore_engine::Request<'a> {
+    percore_engine::Request {
+        method: "POST",
+        path_with_query: path,
+        headers: &[],
+        body,
+    }
+}
+
+fn prepared(guest: &str) -> Instance {
+    let mut instance = handler(guest)
+        .instantiate(Default::default(), Default::default())
+        .unwrap();
+    instance.prepare_reset().unwrap();
+    instance
+}
+
+fn body(instance: &mut Instance, path: &str, input: InputPreference) -> String {
+    let response = instance.handle(&request(path, b""), input).result.unwrap();
+    String::from_utf8(response.body).unwrap()
+}
+
+#[test]
+fn the_static_check_accepts_rust_guests_and_names_what_stops_the_others() {
+    for guest in [
+        "hello",
+        "echo",
+        "json-api",
+        "greeter",
+        "stateful",
+        "hostile",
+        "hello-unknown",
+    ] {
+        let bytes = std::fs::read(guest_path(guest)).unwrap();
+        assert_eq!(check_resettable(&bytes), Ok(()), "{guest}");
+    }
+    // The preview1 adapter keeps its own state in globals.
+    let bytes = std::fs::read(guest_path("hello-wasip1")).unwrap();
+    let why = check_resettable(&bytes).unwrap_err();
+    assert!(why.contains("mutable globals"), "{why}");
+}
+
+#[test]
+fn a_reset_instance_forgets_every_request() {
+    if !percore_rt::pagemap::supported() {
+        eprintln!("skipped: no PAGEMAP_SCAN");
+        return;
+    }
+    for input in PATHS {
+        let mut instance = prepared("stateful");
+        for _ in 0..50 {
+            assert_eq!(body(&mut instance, "/count", input), "1");
+            assert_eq!(body(&mut instance, "/peek", input), "0".repeat(32));
+            let stats = instance.reset().unwrap();
+            assert!(stats.pages_copied > 0, "{stats:?}");
+        }
+        assert_eq!(instance.requests(), 100);
+    }
+    // Without the reset the state stays: the test can fail.
+    let mut instance = prepared("stateful");
+    assert_eq!(body(&mut instance, "/count", InputPreference::Region), "1");
+    assert_eq!(body(&mut instance, "/count", InputPreference::Region), "2");
+}
+
+#[test]
+fn reset_instances_answer_like_fresh_ones_for_bodies_of_every_size() {
+    if !percore_rt::pagemap::supported() {
+        return;
+    }
+    let mut instance = prepared("echo");
+    for i in 0..120usize {
+        // Up to ~1 MiB: past the initial region, so the guest enlarges it, and the reset
+        // must bring back the old one.
+        let payload = vec![(i % 251) as u8; (i * i * 71) % (1 << 20)];
+        let input = PATHS[i % 2];
+        let fresh = handler("echo").handle_fresh(
+            Default::default(),
+            Default::default(),
+            &request("/x", &payload),
+            input,
+        );
+        let reused = instance.handle(&request("/x", &payload), input);
+        assert_eq!(reused.result.unwrap().body, fresh.result.unwrap().body);
+        match instance.reset() {
+            Ok(_) => {}
+            // A large body can make the guest grow its memory: then the instance is replaced.
+            Err(why) => {
+                assert!(why.contains("grew"), "{why}");
+                instance = prepared("echo");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fault_or_a_grown_memory_ends_the_instance() {
+    if !percore_rt::pagemap::supported() {
+        return;
+    }
+    let mut instance = prepared("hostile");
+    assert!(
+        instance
+            .handle(&request("/panic", b""), InputPreference::Region)
+            .result
+            .is_err()
+    );
+    assert!(instance.reset().unwrap_err().contains("faulted"));
+
+    let mut instance = prepared("hostile");
+    let invocation = instance.handle(&request("/big?mb=2", b""), InputPreference::Region);
+    assert!(invocation.result.is_ok());
+    let why = instance.reset().unwrap_err();
+    assert!(why.contains("grew"), "{why}");
+    assert!(!instance.is_usable());
+}
