@@ -37,6 +37,22 @@ pub struct Args {
     /// Same as `--instances keep`.
     #[arg(long, hide = true, conflicts_with = "instances")]
     reuse_instances: bool,
+    /// Serve the admin API here (default 127.0.0.1:9180 when serving from a state directory
+    /// only; off otherwise unless given).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Bearer token the admin API requires (required when it listens beyond loopback).
+    #[arg(long, env = "PERCORE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// State directory: deployments made through the admin API, their components and
+    /// artifacts, and the invocation log (SQLite). Default with no components and no --config:
+    /// $PERCORE_STATE, else ~/.local/share/percore.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Where the invocation log goes: `sqlite` (the state directory's database; the default
+    /// when there is one), `off`, or a PostgreSQL connection string (`postgres://...`).
+    #[arg(long, value_name = "TARGET")]
+    invocation_log: Option<String>,
     /// Send requests through the portable path instead of the input region.
     #[arg(long)]
     portable: bool,
@@ -141,6 +157,9 @@ fn root() -> String {
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
+/// Admin API address in operator mode.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9180";
+
 fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -198,6 +217,7 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
                 },
                 config: d.config,
                 name: d.name,
+                max_instances_per_core: percore_dataplane::DEFAULT_MAX_INSTANCES_PER_CORE,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -257,10 +277,65 @@ fn percore_rt_cpus() -> Vec<usize> {
     ServeConfig::new(DEFAULT_LISTEN.parse().expect("valid"), Vec::new()).cores
 }
 
-fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
-    if args.components.is_empty() {
-        bail!("nothing to serve: give one or more components, or --config FILE");
+/// Operator mode: no components and no configuration file, so everything comes from the state
+/// directory and the admin API.
+fn operator_mode(args: &Args) -> bool {
+    args.components.is_empty() && args.config_file.is_none()
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PERCORE_STATE") {
+        return PathBuf::from(dir);
     }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("percore")
+}
+
+/// The control plane's settings from the command line.
+fn control_config(
+    args: &Args,
+    server: &Server,
+    engine: percore_engine::EngineConfig,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<percore_control::ControlConfig> {
+    let operator = operator_mode(args);
+    let state = args.state.clone().or_else(|| operator.then(default_state_dir));
+    let admin = match args.admin {
+        Some(addr) => Some(addr),
+        None if operator => Some(DEFAULT_ADMIN.parse()?),
+        None => None,
+    };
+    let log = match args.invocation_log.as_deref() {
+        None | Some("sqlite") => percore_control::LogTarget::Sqlite,
+        Some("off") => percore_control::LogTarget::Off,
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains("host=") => {
+            percore_control::LogTarget::Postgres(url.to_owned())
+        }
+        Some(other) => bail!("--invocation-log {other:?}: expected sqlite, off or a postgres:// URL"),
+    };
+    if log == percore_control::LogTarget::Sqlite
+        && state.is_none()
+        && args.invocation_log.is_some()
+    {
+        bail!("--invocation-log sqlite needs a state directory (--state DIR)");
+    }
+    Ok(percore_control::ControlConfig {
+        admin,
+        token: args.admin_token.clone(),
+        state,
+        log,
+        engine,
+        default_limits: args.guest.limits(),
+        max_upload: 256 << 20,
+        fixed: server.initial_deployments().to_vec(),
+        stop,
+    })
+}
+
+fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
     let single = args.components.len() == 1;
     let limits = args.guest.limits();
     let config_values = args.guest.config()?;
@@ -293,6 +368,7 @@ fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
                 }],
                 limits: limits.clone(),
                 config: config_values.clone(),
+                max_instances_per_core: percore_dataplane::DEFAULT_MAX_INSTANCES_PER_CORE,
             }
         })
         .collect();
@@ -314,17 +390,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = config;
     config.misbehave = args.misbehave.map(Into::into);
     let cores = config.cores.clone();
+    let engine = config.engine.clone();
     let names: Vec<String> = config.deployments.iter().map(|d| d.name.clone()).collect();
-    let server = Server::start(config).context("the server did not start")?;
+    let mut server = Server::start(config).context("the server did not start")?;
     let stop = server.stop_flag();
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone())?;
     }
-    tracing::info!(cores = ?cores, deployments = ?names, "serving");
+    let control_config = control_config(&args, &server, engine, stop.clone())?;
+    let links = server.take_links();
+    let control = match percore_control::Control::start(control_config, links) {
+        Ok(control) => control,
+        Err(e) => {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            server.wait();
+            return Err(anyhow::anyhow!(e).context("the control plane did not start"));
+        }
+    };
+    tracing::info!(cores = ?cores, deployments = ?names, restored = control.restored(), "serving");
+    if let Some(addr) = control.admin_addr() {
+        println!("percore: admin API on http://{addr}");
+    }
     // The readiness line: scripts and the conformance runner wait for it.
     println!("percore: listening on http://{}", server.local_addr());
     std::io::Write::flush(&mut std::io::stdout())?;
     let counters = server.wait();
+    control.finish();
     print_summary(&counters);
     Ok(ExitCode::SUCCESS)
 }

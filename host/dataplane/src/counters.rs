@@ -48,6 +48,9 @@ pub struct Counters {
     pub instance_resets: u64,
     /// Pages those resets copied back.
     pub reset_pages_copied: u64,
+    /// Invocation records folded into an aggregate because the queue to the control plane was
+    /// full.
+    pub records_aggregated: u64,
     /// Latency histogram of guest requests (buckets of `LATENCY_BUCKETS_US`, plus overflow).
     pub latency: [u64; LATENCY_BUCKETS_US.len() + 1],
 }
@@ -75,6 +78,7 @@ impl Counters {
         self.instances_created += other.instances_created;
         self.instance_resets += other.instance_resets;
         self.reset_pages_copied += other.reset_pages_copied;
+        self.records_aggregated += other.records_aggregated;
         for (a, b) in self.latency.iter_mut().zip(other.latency) {
             *a += b;
         }

@@ -6,15 +6,17 @@
 
 mod conn;
 mod counters;
+mod link;
 mod router;
 mod shard;
 
 pub use counters::{Counters, LATENCY_BUCKETS_US};
-pub use router::{DeploymentSpec, RouteSpec};
+pub use link::{COMMAND_QUEUE, Command, CoreLink, InvocationRecord, RECORD_QUEUE, Ready, Report};
+pub use router::{DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, RouteSpec};
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -161,7 +163,8 @@ pub struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     shards: Vec<JoinHandle<Counters>>,
-    snapshots: Vec<Arc<Mutex<Counters>>>,
+    links: Vec<CoreLink>,
+    deployments: Vec<Ready>,
     _ticker: EpochTicker,
 }
 
@@ -215,13 +218,13 @@ impl Server {
         }
         let mut engines = Vec::new();
         let mut shards = Vec::new();
-        let mut snapshots = Vec::new();
+        let mut links = Vec::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for (listener, &core) in listeners.into_iter().zip(&config.cores) {
             let engine = Engine::without_ticker(config.engine.clone())?;
             engines.push(engine.wasmtime().clone());
-            let snapshot = Arc::new(Mutex::new(Counters::default()));
-            snapshots.push(snapshot.clone());
+            let (link, shard_link) = link::pair(core);
+            links.push(link);
             let shard = shard::Shard::new(
                 core,
                 listener,
@@ -229,7 +232,7 @@ impl Server {
                 config.clone(),
                 &artifacts,
                 stop.clone(),
-                snapshot,
+                shard_link,
             )?;
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
@@ -257,7 +260,8 @@ impl Server {
             addr,
             stop,
             shards,
-            snapshots,
+            links,
+            deployments: artifacts,
             _ticker: ticker,
         })
     }
@@ -272,13 +276,15 @@ impl Server {
         self.stop.clone()
     }
 
-    /// Counters summed over cores, as of each core's last snapshot (taken every 100 ms).
-    pub fn counters(&self) -> Counters {
-        let mut total = Counters::default();
-        for snapshot in &self.snapshots {
-            total.add(&snapshot.lock().unwrap_or_else(|p| p.into_inner()));
-        }
-        total
+    /// The control plane's ends of the cores' queues (once; later calls get none). Without a
+    /// reader the cores aggregate their invocation records and drop counter snapshots.
+    pub fn take_links(&mut self) -> Vec<CoreLink> {
+        std::mem::take(&mut self.links)
+    }
+
+    /// The deployments of the configuration as the cores loaded them (ids are positions).
+    pub fn initial_deployments(&self) -> &[Ready] {
+        &self.deployments
     }
 
     /// Stop accepting, finish what is in flight, and return the final counters.

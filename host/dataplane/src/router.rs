@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use percore_engine::{Engine, Limits};
 
+use crate::link::Ready;
 use crate::{Error, ServeConfig};
 
 /// Where a deployment is reached.
@@ -33,17 +33,14 @@ pub struct DeploymentSpec {
     pub limits: Limits,
     /// Its configuration values.
     pub config: BTreeMap<String, String>,
+    /// Instances of it one core keeps at most (the rest are dropped after their request).
+    pub max_instances_per_core: usize,
 }
 
-/// Compiled artifacts, one per deployment, in deployment order.
-/// One deployment's artifact, and whether its instances can be reset in place (else why not).
-#[derive(Debug, Clone)]
-pub(crate) struct Artifact {
-    pub(crate) path: PathBuf,
-    pub(crate) resettable: Result<(), String>,
-}
+/// Default of [`DeploymentSpec::max_instances_per_core`].
+pub const DEFAULT_MAX_INSTANCES_PER_CORE: usize = 16;
 
-pub(crate) type Artifacts = Vec<Artifact>;
+
 
 /// The directory artifacts are cached in: `$PERCORE_ARTIFACTS`, else the user's cache directory.
 fn artifact_dir() -> PathBuf {
@@ -59,7 +56,8 @@ fn artifact_dir() -> PathBuf {
 
 /// Compile every deployment that is not an artifact yet, once, into the content-addressed cache
 /// (keyed by the component's bytes and the engine's configuration). The data plane only maps.
-pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error> {
+/// Compile (or find in the cache) every deployment of the configuration; ids are positions.
+pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Vec<Ready>, Error> {
     let mut engine: Option<Engine> = None;
     let mut artifacts = Vec::new();
     for deployment in &config.deployments {
@@ -68,8 +66,10 @@ pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error
             source,
         };
         if native_handler(&deployment.component).is_some() {
-            artifacts.push(Artifact {
-                path: deployment.component.clone(),
+            artifacts.push(Ready {
+                id: artifacts.len() as u32,
+                spec: deployment.clone(),
+                artifact: deployment.component.clone(),
                 resettable: Err("a native handler".into()),
             });
             continue;
@@ -81,8 +81,10 @@ pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error
             })
         })?;
         if wasmtime_is_precompiled(&bytes) {
-            artifacts.push(Artifact {
-                path: deployment.component.clone(),
+            artifacts.push(Ready {
+                id: artifacts.len() as u32,
+                spec: deployment.clone(),
+                artifact: deployment.component.clone(),
                 resettable: Err(
                     "served from a precompiled artifact, whose component cannot be checked".into(),
                 ),
@@ -110,8 +112,10 @@ pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Artifacts, Error
             })?;
             tracing::info!(deployment = %deployment.name, artifact = %path.display(), "compiled");
         }
-        artifacts.push(Artifact {
-            path,
+        artifacts.push(Ready {
+            id: artifacts.len() as u32,
+            spec: deployment.clone(),
+            artifact: path,
             resettable: percore_engine::check_resettable(&bytes),
         });
     }
@@ -154,12 +158,11 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(deployments: &[DeploymentSpec]) -> Arc<Self> {
+    /// A router over deployments given as (index, routes).
+    pub(crate) fn new<'a>(deployments: impl Iterator<Item = (usize, &'a [RouteSpec])>) -> Self {
         let mut routes: Vec<Route> = deployments
-            .iter()
-            .enumerate()
-            .flat_map(|(i, d)| {
-                d.routes.iter().map(move |r| Route {
+            .flat_map(|(i, routes)| {
+                routes.iter().map(move |r| Route {
                     host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                     prefix: r.path_prefix.trim_end_matches('/').to_owned(),
                     deployment: i,
@@ -172,7 +175,7 @@ impl Router {
                 .cmp(&a.host.is_some())
                 .then(b.prefix.len().cmp(&a.prefix.len()))
         });
-        Arc::new(Self { routes })
+        Self { routes }
     }
 
     /// The deployment for a request with this `Host` header value and target.
@@ -221,12 +224,17 @@ mod tests {
                 .collect(),
             limits: Limits::default(),
             config: BTreeMap::new(),
+            max_instances_per_core: DEFAULT_MAX_INSTANCES_PER_CORE,
         }
+    }
+
+    fn router(specs: &[DeploymentSpec]) -> Router {
+        Router::new(specs.iter().enumerate().map(|(i, d)| (i, &d.routes[..])))
     }
 
     #[test]
     fn most_specific_route_wins() {
-        let router = Router::new(&[
+        let router = router(&[
             spec("root", &[(None, "/")]),
             spec("api", &[(None, "/api")]),
             spec("host", &[(Some("a.example"), "/")]),
@@ -236,7 +244,7 @@ mod tests {
         assert_eq!(router.route(Some(b"x"), "/api/v1?q"), Some(1));
         assert_eq!(router.route(Some(b"x"), "/apix"), Some(0));
         assert_eq!(router.route(Some(b"A.example:8080"), "/api"), Some(2));
-        let router = Router::new(&[spec("api", &[(None, "/api/")])]);
+        let router = router(&[spec("api", &[(None, "/api/")])]);
         assert_eq!(router.route(None, "/"), None);
         assert_eq!(router.route(None, "/api/x"), Some(0));
     }

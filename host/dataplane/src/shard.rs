@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use percore_engine::{Engine, Fault, Handler, Instance, Limits, LogLevel, Request};
 use percore_http::{BodyFraming, ChunkedDecoder, ParseError};
@@ -13,15 +14,14 @@ use percore_rt::uring::{Event, Uring, UringConfig};
 
 use crate::conn::{BodyLeft, Conn, Conns, PendingRequest};
 use crate::counters::Counters;
-use crate::router::{Artifacts, NativeHandler, Router, native_handler};
+use crate::link::{Command, InvocationRecord, Ready, Report, ShardLink};
+use crate::router::{NativeHandler, RouteSpec, Router, native_handler};
 use crate::{Error, InstanceMode, Misbehaviour, ServeConfig};
 
 /// How often a shard looks at its clock: timeouts, the stop flag, the counter snapshot.
 const TICK: Duration = Duration::from_millis(100);
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
-/// Instances kept per deployment on one core when instances are pooled.
-const POOL_SIZE: usize = 16;
 /// Requests one pooled instance serves before it is replaced. A reset restores linear memory,
 /// not the host-side tables of the store (handles a guest took, such as WASI streams), so they
 /// are bounded by replacing the instance now and then.
@@ -29,7 +29,14 @@ const MAX_REQUESTS_PER_INSTANCE: u64 = 10_000;
 
 /// One deployment as loaded on one core.
 struct Deployed {
+    /// Id carried by invocation records.
+    id: u32,
     name: String,
+    /// Where the component came from (the suite's misbehaviour tests compare it).
+    component: PathBuf,
+    routes: Vec<RouteSpec>,
+    /// Pooled instances kept at most.
+    max_instances: usize,
     /// The component, or `None` for a built-in native handler.
     handler: Option<Handler>,
     native: Option<NativeHandler>,
@@ -38,6 +45,14 @@ struct Deployed {
     pool: Vec<Instance>,
     /// Pooled instances are reset to their snapshot after each request.
     reset: bool,
+}
+
+/// What running one request on a deployment gave.
+struct Outcome {
+    status: u16,
+    fault: Option<&'static str>,
+    cpu_us: u64,
+    cold: bool,
 }
 
 /// A request ready to run: views into the receive buffer or a pending request's copy.
@@ -52,66 +67,132 @@ struct View<'a> {
 pub(crate) struct Shard {
     core: usize,
     listener: TcpListener,
-    /// Owns the engine the handlers were loaded into (kept for the shard's lifetime).
-    _engine: Engine,
+    /// The engine every handler of this core is loaded into.
+    engine: Engine,
     config: Arc<ServeConfig>,
     deployments: Vec<Deployed>,
-    router: Arc<Router>,
+    router: Router,
     stop: Arc<AtomicBool>,
-    snapshot: Arc<Mutex<Counters>>,
+    link: ShardLink,
+    /// Records that did not fit in the queue, aggregated by deployment, status and fault.
+    overflow: Vec<InvocationRecord>,
     counters: Counters,
     conns: Conns,
     draining: bool,
 }
 
 impl Shard {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         core: usize,
         listener: TcpListener,
         engine: Engine,
         config: Arc<ServeConfig>,
-        artifacts: &Artifacts,
+        initial: &[Ready],
         stop: Arc<AtomicBool>,
-        snapshot: Arc<Mutex<Counters>>,
+        link: ShardLink,
     ) -> Result<Self, Error> {
         let mut deployments = Vec::new();
-        for (spec, artifact) in config.deployments.iter().zip(artifacts) {
-            let native = native_handler(&spec.component);
-            let handler = match native {
-                Some(_) => None,
-                None => Some(engine.load_artifact(&artifact.path).map_err(|source| {
-                    Error::Deployment {
-                        name: spec.name.clone(),
-                        source,
-                    }
-                })?),
-            };
-            deployments.push(Deployed {
-                name: spec.name.clone(),
-                handler,
-                native,
-                limits: Arc::new(spec.limits.clone()),
-                config: Arc::new(spec.config.clone()),
-                pool: Vec::new(),
-                reset: config.instances == InstanceMode::Reset
-                    && artifact.resettable.is_ok()
-                    && percore_rt::pagemap::supported(),
-            });
+        for ready in initial {
+            deployments.push(load(&engine, &config, ready).map_err(|source| {
+                Error::Deployment {
+                    name: ready.spec.name.clone(),
+                    source,
+                }
+            })?);
         }
-        Ok(Self {
+        let mut shard = Self {
             core,
             listener,
-            _engine: engine,
-            router: Router::new(&config.deployments),
+            engine,
+            router: Router::new(std::iter::empty()),
             config,
             deployments,
             stop,
-            snapshot,
+            link,
+            overflow: Vec::new(),
             counters: Counters::default(),
             conns: Conns::default(),
             draining: false,
-        })
+        };
+        shard.reroute();
+        Ok(shard)
+    }
+
+    fn reroute(&mut self) {
+        self.router = Router::new(
+            self.deployments
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i, &d.routes[..])),
+        );
+    }
+
+    /// Apply what the control plane queued. Runs between requests, so a request never sees a
+    /// deployment change halfway.
+    fn apply_commands(&mut self) {
+        while let Ok(command) = self.link.commands.pop() {
+            let (seq, result) = match command {
+                Command::Deploy { seq, ready } => {
+                    let result = match load(&self.engine, &self.config, &ready) {
+                        Ok(deployed) => {
+                            match self.deployments.iter().position(|d| d.name == deployed.name) {
+                                Some(i) => self.deployments[i] = deployed,
+                                None => self.deployments.push(deployed),
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    (seq, result)
+                }
+                Command::Remove { seq, name } => {
+                    self.deployments.retain(|d| d.name != name);
+                    (seq, Ok(()))
+                }
+            };
+            self.reroute();
+            self.report(Report::Applied {
+                core: self.core,
+                seq,
+                result,
+            });
+        }
+    }
+
+    fn report(&mut self, report: Report) {
+        // A full queue means no control plane is reading (a bare `Server`): nothing to tell.
+        let _ = self.link.reports.push(report);
+    }
+
+    /// Queue one invocation record, or fold it into the overflow when the queue is full.
+    fn record(&mut self, record: InvocationRecord) {
+        if self.overflow.is_empty() && self.link.records.push(record).is_ok() {
+            return;
+        }
+        self.counters.records_aggregated += 1;
+        match self.overflow.iter_mut().find(|r| {
+            r.deployment == record.deployment && r.status == record.status && r.fault == record.fault
+        }) {
+            Some(sum) => {
+                sum.duration_us += record.duration_us;
+                sum.cpu_us += record.cpu_us;
+                sum.bytes_in += record.bytes_in;
+                sum.bytes_out += record.bytes_out;
+                sum.requests += record.requests;
+                sum.cold_starts += record.cold_starts;
+            }
+            None => self.overflow.push(record),
+        }
+    }
+
+    /// Move aggregated records into the queue as room allows.
+    fn flush_overflow(&mut self) {
+        while let Some(&record) = self.overflow.last() {
+            if self.link.records.push(record).is_err() {
+                return;
+            }
+            self.overflow.pop();
+        }
     }
 
     /// The event loop. Reports readiness (or why it could not start) through `ready`.
@@ -166,9 +247,21 @@ impl Shard {
                 self.on_event(&mut ring, event, &mut dirty);
             }
             self.flush(&mut ring, &mut dirty);
+            self.apply_commands();
+        }
+        drop(ring);
+        // Every record reaches the control plane before the core says it has exited.
+        let deadline = Instant::now() + DRAIN_DEADLINE;
+        self.flush_overflow();
+        while !self.overflow.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            self.flush_overflow();
+        }
+        if !self.overflow.is_empty() {
+            tracing::error!(core = self.core, records = self.overflow.len(), "invocation records lost: the control plane stopped reading");
         }
         self.publish();
-        drop(ring);
+        self.report(Report::Exited { core: self.core });
         self.counters
     }
 
@@ -560,7 +653,25 @@ impl Shard {
                     headers: &headers,
                     body,
                 };
-                self.run_guest(index, &request, is_head, keep_alive, &mut out)
+                let before = out.len();
+                let outcome = self.run_guest(index, &request, is_head, keep_alive, &mut out);
+                let start_unix_us = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64)
+                    .saturating_sub(started.elapsed().as_micros() as u64);
+                self.record(InvocationRecord {
+                    deployment: self.deployments[index].id,
+                    start_unix_us,
+                    duration_us: started.elapsed().as_micros() as u64,
+                    cpu_us: outcome.cpu_us,
+                    status: outcome.status,
+                    fault: outcome.fault,
+                    bytes_in: (wire_head_len(view) + body.len()) as u64,
+                    bytes_out: (out.len() - before) as u64,
+                    requests: 1,
+                    cold_starts: u32::from(outcome.cold),
+                });
+                outcome.status
             }
         };
         self.counters.status(status);
@@ -581,15 +692,14 @@ impl Shard {
         is_head: bool,
         keep_alive: bool,
         out: &mut Vec<u8>,
-    ) -> u16 {
+    ) -> Outcome {
         let mode = self.config.instances;
         let input = self.config.input;
         // Tests of the suite: take any deployment's kept instance of the same component.
         let pool_index = match self.config.misbehave {
             Some(Misbehaviour::ReuseAcrossDeployments) => {
-                let component = &self.config.deployments[index].component;
-                self.config
-                    .deployments
+                let component = &self.deployments[index].component;
+                self.deployments
                     .iter()
                     .position(|d| &d.component == component)
                     .unwrap_or(index)
@@ -597,14 +707,21 @@ impl Shard {
             _ => index,
         };
         if let Some(native) = self.deployments[index].native {
-            return run_native(native, is_head, keep_alive, out);
+            return Outcome {
+                status: run_native(native, is_head, keep_alive, out),
+                fault: None,
+                cpu_us: 0,
+                cold: false,
+            };
         }
+        let mut cold = false;
         let pooled = self.deployments[pool_index].pool.pop();
         let deployment = &mut self.deployments[index];
         let instance = match (pooled, &deployment.handler) {
             (Some(instance), _) => Ok(instance),
             (None, Some(handler)) => {
                 self.counters.instances_created += 1;
+                cold = true;
                 let instance =
                     handler.instantiate(deployment.limits.clone(), deployment.config.clone());
                 match instance {
@@ -629,9 +746,11 @@ impl Shard {
             }
             (None, None) => unreachable!("a deployment has a handler or a native handler"),
         };
+        let mut cpu_us = 0;
         let (result, keep) = match instance {
             Ok(mut instance) => {
                 let invocation = instance.handle(request, input);
+                cpu_us = invocation.stats.cpu.as_micros() as u64;
                 self.counters.guest_requests += 1;
                 self.counters.request_copies += u64::from(invocation.stats.request_copies);
                 self.counters.request_bytes_copied += invocation.stats.request_bytes_copied as u64;
@@ -672,9 +791,10 @@ impl Shard {
             Err(fault) => (Err(fault), None),
         };
         let name = deployment.name.clone();
+        let max_instances = deployment.max_instances;
         let pool = &mut self.deployments[pool_index].pool;
         if let Some(instance) = keep
-            && pool.len() < POOL_SIZE
+            && pool.len() < max_instances
         {
             pool.push(instance);
         }
@@ -694,7 +814,12 @@ impl Shard {
                 if !is_head {
                     out.extend_from_slice(&response.body);
                 }
-                response.status
+                Outcome {
+                    status: response.status,
+                    fault: None,
+                    cpu_us,
+                    cold,
+                }
             }
             Err(fault) => {
                 match &fault {
@@ -714,7 +839,12 @@ impl Shard {
                 let body = format!("guest fault: {kind}\n");
                 let extra = [("x-percore-fault", kind.as_bytes())];
                 respond_simple(out, status, &extra, &body, keep_alive, is_head);
-                status
+                Outcome {
+                    status,
+                    fault: Some(kind),
+                    cpu_us,
+                    cold,
+                }
             }
         }
     }
@@ -791,14 +921,60 @@ impl Shard {
         self.publish();
     }
 
-    fn publish(&self) {
-        if let Ok(mut snapshot) = self.snapshot.lock() {
-            *snapshot = self.counters.clone();
-        }
+    fn publish(&mut self) {
+        self.flush_overflow();
+        let counters = Box::new(self.counters.clone());
+        self.report(Report::Counters {
+            core: self.core,
+            counters,
+        });
     }
 }
 
 /// The native reference line: the same response as the `hello` guest, with no sandbox.
+/// Size of the request head as HTTP/1.1 writes it (`METHOD target HTTP/1.1`, one line per
+/// field, blank line): what the metering counts as request bytes besides the body.
+fn wire_head_len(view: &View<'_>) -> usize {
+    view.method.len()
+        + view.target.len()
+        + 12
+        + view
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum::<usize>()
+        + 2
+}
+
+/// Map a deployment's artifact into this core's engine (no compilation happens here).
+fn load(
+    engine: &Engine,
+    config: &ServeConfig,
+    ready: &Ready,
+) -> Result<Deployed, percore_engine::Error> {
+    let native = native_handler(&ready.artifact);
+    let handler = match native {
+        Some(_) => None,
+        None => Some(engine.load_artifact(&ready.artifact)?),
+    };
+    let spec = &ready.spec;
+    Ok(Deployed {
+        id: ready.id,
+        name: spec.name.clone(),
+        component: spec.component.clone(),
+        routes: spec.routes.clone(),
+        max_instances: spec.max_instances_per_core,
+        handler,
+        native,
+        limits: Arc::new(spec.limits.clone()),
+        config: Arc::new(spec.config.clone()),
+        pool: Vec::new(),
+        reset: config.instances == InstanceMode::Reset
+            && ready.resettable.is_ok()
+            && percore_rt::pagemap::supported(),
+    })
+}
+
 fn run_native(native: NativeHandler, is_head: bool, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
     match native {
         NativeHandler::Hello => {

@@ -1,0 +1,586 @@
+//! The deploy pipeline and the deployment table: validate, compile once, store, commit, then
+//! tell every core and wait until each has applied the change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use percore_dataplane::{Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, Ready, RouteSpec};
+use percore_engine::{Engine, EngineConfig, Limits};
+use serde_json::{Value, json};
+
+use crate::content::{Content, is_sha256};
+use crate::meter::{Metrics, lock};
+use crate::store::{DeploymentDoc, RouteDoc, Store, Stored};
+use crate::{ControlConfig, Error};
+
+/// How long a change may take to reach every core.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A failed admin operation: HTTP status and message.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: u16,
+    pub message: String,
+}
+
+fn fail(status: u16, message: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        message: message.into(),
+    }
+}
+
+/// Which component to deploy.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentRef {
+    /// A file the host can read.
+    pub path: Option<PathBuf>,
+    /// A component uploaded with `POST /v1/components`.
+    pub sha256: Option<String>,
+}
+
+/// Body of `PUT /v1/deployments/{name}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRequest {
+    pub component: ComponentRef,
+    #[serde(default)]
+    pub routes: Vec<RouteDoc>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: crate::store::LimitsDoc,
+}
+
+/// The control plane's view of what is deployed.
+pub struct Plane {
+    engine_config: EngineConfig,
+    engine: Option<Engine>,
+    defaults: Limits,
+    pub max_upload: usize,
+    content: Option<Content>,
+    store: Option<Store>,
+    /// Deployments made through the API (persisted when there is a state directory).
+    dynamic: BTreeMap<String, Stored>,
+    /// Deployments of the configuration file or command line.
+    fixed: Vec<Ready>,
+    producers: Vec<rtrb::Producer<Command>>,
+    applied: Receiver<(usize, u64, Result<(), String>)>,
+    seq: u64,
+    pub metrics: Arc<Mutex<Metrics>>,
+    /// Ids for API deployments when nothing is persisted.
+    next_id: u32,
+}
+
+impl std::fmt::Debug for Plane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plane")
+            .field("dynamic", &self.dynamic.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A route as the router compares it: host lowercased, no trailing slash.
+fn route_key(host: Option<&str>, path: &str) -> (Option<String>, String) {
+    (
+        host.map(str::to_ascii_lowercase),
+        path.trim_end_matches('/').to_owned(),
+    )
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+}
+
+impl Plane {
+    pub fn new(
+        config: &ControlConfig,
+        producers: Vec<rtrb::Producer<Command>>,
+        applied: Receiver<(usize, u64, Result<(), String>)>,
+        metrics: Arc<Mutex<Metrics>>,
+    ) -> Result<Self, Error> {
+        let (content, store) = match &config.state {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::Io(format!("cannot create the state directory {}: {e}", dir.display()))
+                })?;
+                let content = Content::new(dir, &config.engine).map_err(|e| {
+                    Error::Io(format!("state directory {}: {e}", dir.display()))
+                })?;
+                let store = Store::open(&dir.join("percore.db"))?;
+                (Some(content), Some(store))
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            engine_config: config.engine.clone(),
+            engine: None,
+            defaults: config.default_limits.clone(),
+            max_upload: config.max_upload,
+            content,
+            store,
+            dynamic: BTreeMap::new(),
+            fixed: config.fixed.clone(),
+            producers,
+            applied,
+            seq: 0,
+            metrics,
+            next_id: crate::store::FIRST_ID,
+        })
+    }
+
+    fn engine(&mut self) -> Result<&Engine, Failure> {
+        if self.engine.is_none() {
+            let engine = Engine::without_ticker(self.engine_config.clone())
+                .map_err(|e| fail(500, format!("cannot create the compiler: {e}")))?;
+            self.engine = Some(engine);
+        }
+        Ok(self.engine.as_ref().expect("just set"))
+    }
+
+    /// Put every persisted deployment back on the cores. Artifacts are reused; a missing one is
+    /// compiled again from the stored component.
+    pub fn restore(&mut self) -> Result<usize, Error> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let stored = store.deployments()?;
+        let mut restored = 0;
+        for row in stored {
+            if self.fixed.iter().any(|f| f.spec.name == row.name) {
+                tracing::warn!(deployment = %row.name, "a deployment of the configuration file has this name; the stored one is not served");
+                continue;
+            }
+            let mut row = row;
+            if !row.artifact.exists() {
+                tracing::warn!(deployment = %row.name, artifact = %row.artifact.display(), "artifact missing: compiling the stored component again");
+                match self.compile_stored(&row.component) {
+                    Ok(path) => row.artifact = path,
+                    Err(f) => {
+                        tracing::error!(deployment = %row.name, "cannot restore: {}", f.message);
+                        continue;
+                    }
+                }
+            }
+            lock(&self.metrics).names.insert(row.id, row.name.clone());
+            let ready = self.ready(&row);
+            if let Err(f) = self.broadcast(|seq| Command::Deploy {
+                seq,
+                ready: Box::new(ready.clone()),
+            }) {
+                tracing::error!(deployment = %row.name, "cannot restore: {}", f.message);
+                continue;
+            }
+            tracing::info!(deployment = %row.name, version = row.version, "restored");
+            self.next_id = self.next_id.max(row.id + 1);
+            self.dynamic.insert(row.name.clone(), row);
+            restored += 1;
+        }
+        Ok(restored)
+    }
+
+    fn compile_stored(&mut self, hash: &str) -> Result<PathBuf, Failure> {
+        let content = self.content.clone().ok_or_else(|| fail(500, "no state directory"))?;
+        let bytes = content
+            .component(hash)
+            .map_err(|e| fail(500, format!("stored component {hash}: {e}")))?;
+        self.compile_into(&content, hash, &bytes)
+    }
+
+    /// Compile unless this component's artifact for this engine exists already.
+    fn compile_into(&mut self, content: &Content, hash: &str, bytes: &[u8]) -> Result<PathBuf, Failure> {
+        let path = content.artifact_path(hash);
+        if path.exists() {
+            lock(&self.metrics).compile_cache_hits += 1;
+            return Ok(path);
+        }
+        let started = Instant::now();
+        let artifact = self
+            .engine()?
+            .compile(bytes)
+            .map_err(|e| fail(400, format!("the component was refused: {e}")))?;
+        percore_engine::write_artifact(&path, &artifact)
+            .map_err(|e| fail(500, format!("cannot write the artifact {}: {e}", path.display())))?;
+        lock(&self.metrics).compilations += 1;
+        tracing::info!(component = %hash, ms = started.elapsed().as_millis() as u64, "compiled");
+        Ok(path)
+    }
+
+    fn limits(&self, doc: &DeploymentDoc) -> (Limits, usize) {
+        let d = &self.defaults;
+        let l = &doc.limits;
+        (
+            Limits {
+                memory_bytes: l.memory_mb.map_or(d.memory_bytes, |m| m << 20),
+                cpu_budget: l.cpu_ms.map_or(d.cpu_budget, Duration::from_millis),
+                wall_deadline: l.timeout_ms.map_or(d.wall_deadline, Duration::from_millis),
+                max_response_body: l.max_response_mb.map_or(d.max_response_body, |m| m << 20),
+                ..d.clone()
+            },
+            l.max_instances_per_core
+                .unwrap_or(DEFAULT_MAX_INSTANCES_PER_CORE),
+        )
+    }
+
+    fn ready(&self, row: &Stored) -> Ready {
+        let (limits, max_instances) = self.limits(&row.doc);
+        Ready {
+            id: row.id,
+            spec: DeploymentSpec {
+                name: row.name.clone(),
+                component: row.artifact.clone(),
+                routes: row
+                    .doc
+                    .routes
+                    .iter()
+                    .map(|r| RouteSpec {
+                        host: r.host.clone(),
+                        path_prefix: r.path.clone(),
+                    })
+                    .collect(),
+                limits,
+                config: row.doc.config.clone(),
+                max_instances_per_core: max_instances,
+            },
+            artifact: row.artifact.clone(),
+            resettable: match &row.not_resettable {
+                None => Ok(()),
+                Some(why) => Err(why.clone()),
+            },
+        }
+    }
+
+    /// Send a command to every core and wait until each has applied it.
+    fn broadcast(&mut self, command: impl Fn(u64) -> Command) -> Result<(), Failure> {
+        self.seq += 1;
+        let seq = self.seq;
+        for (core, producer) in self.producers.iter_mut().enumerate() {
+            let deadline = Instant::now() + APPLY_TIMEOUT;
+            let mut cmd = command(seq);
+            loop {
+                match producer.push(cmd) {
+                    Ok(()) => break,
+                    Err(rtrb::PushError::Full(back)) if Instant::now() < deadline => {
+                        cmd = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => return Err(fail(503, format!("core #{core} is not taking commands"))),
+                }
+            }
+        }
+        let mut pending = self.producers.len();
+        let mut errors = Vec::new();
+        let deadline = Instant::now() + APPLY_TIMEOUT;
+        while pending > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.applied.recv_timeout(left) {
+                Ok((_, s, _)) if s != seq => continue,
+                Ok((core, _, result)) => {
+                    pending -= 1;
+                    if let Err(e) = result {
+                        errors.push(format!("core {core}: {e}"));
+                    }
+                }
+                Err(_) => {
+                    return Err(fail(
+                        503,
+                        format!("{pending} core(s) did not apply the change within {APPLY_TIMEOUT:?}"),
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() {
+            lock(&self.metrics).deploys += 1;
+            Ok(())
+        } else {
+            Err(fail(500, errors.join("; ")))
+        }
+    }
+
+    /// Store an uploaded component. Returns its SHA-256.
+    pub fn upload(&mut self, bytes: &[u8]) -> Result<String, Failure> {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(fail(
+                400,
+                "this is not WebAssembly (no \\0asm magic): upload a component (.wasm)",
+            ));
+        }
+        let content = self
+            .content
+            .as_ref()
+            .ok_or_else(|| fail(409, "uploads need a state directory (start the host with --state DIR)"))?;
+        content
+            .put_component(bytes)
+            .map_err(|e| fail(500, format!("cannot store the component: {e}")))
+    }
+
+    /// Create or replace a deployment.
+    pub fn deploy(&mut self, name: &str, body: &[u8]) -> Result<(u16, Value), Failure> {
+        if !valid_name(name) {
+            return Err(fail(
+                400,
+                format!("bad deployment name {name:?}: use 1-63 of a-z, 0-9, '-' and '_', starting with a letter or digit"),
+            ));
+        }
+        if self.fixed.iter().any(|f| f.spec.name == name) {
+            return Err(fail(
+                409,
+                format!("deployment `{name}` is defined by the host's configuration and cannot be changed here"),
+            ));
+        }
+        let request: DeployRequest = serde_json::from_slice(body)
+            .map_err(|e| fail(400, format!("bad deployment request: {e}")))?;
+        let mut routes = request.routes;
+        if routes.is_empty() {
+            routes.push(RouteDoc {
+                host: None,
+                path: format!("/{name}"),
+            });
+        }
+        for r in &routes {
+            if !r.path.starts_with('/') {
+                return Err(fail(400, format!("route path {:?} must start with '/'", r.path)));
+            }
+            if r.host.as_deref().is_some_and(|h| h.is_empty() || h.contains(['/', ' '])) {
+                return Err(fail(400, format!("bad route host {:?}", r.host)));
+            }
+        }
+        for (i, a) in routes.iter().enumerate() {
+            if routes[..i].iter().any(|b| route_key(a.host.as_deref(), &a.path) == route_key(b.host.as_deref(), &b.path)) {
+                return Err(fail(400, format!("route {} is listed twice", show_route(a))));
+            }
+        }
+        self.check_collisions(name, &routes)?;
+        let doc = DeploymentDoc {
+            routes,
+            config: request.config,
+            limits: request.limits,
+        };
+        let (limits, _) = self.limits(&doc);
+        if limits.memory_bytes == 0 || limits.cpu_budget.is_zero() || limits.wall_deadline.is_zero() {
+            return Err(fail(400, "limits must be above zero"));
+        }
+
+        // The component's bytes.
+        let bytes = match (&request.component.path, &request.component.sha256) {
+            (Some(path), None) => read_component(path, self.max_upload)?,
+            (None, Some(hash)) => {
+                if !is_sha256(hash) {
+                    return Err(fail(400, format!("{hash:?} is not a SHA-256 in lowercase hex")));
+                }
+                let content = self.content.as_ref().ok_or_else(|| fail(409, "no state directory"))?;
+                content.component(hash).map_err(|_| {
+                    fail(404, format!("no uploaded component {hash}: upload it with POST /v1/components"))
+                })?
+            }
+            _ => {
+                return Err(fail(400, "give the component as {\"path\": ...} or {\"sha256\": ...}"));
+            }
+        };
+        // Validate and compile (once per component and engine), then store.
+        let (hash, artifact) = match self.content.clone() {
+            Some(content) => {
+                let hash = content
+                    .put_component(&bytes)
+                    .map_err(|e| fail(500, format!("cannot store the component: {e}")))?;
+                let artifact = self.compile_into(&content, &hash, &bytes)?;
+                (hash, artifact)
+            }
+            None => {
+                // Nothing persisted: compile into the shared artifact cache.
+                let hash = crate::sha256(&bytes);
+                let dir = std::env::temp_dir().join(format!("percore-{}", std::process::id()));
+                let content = Content::new(&dir, &self.engine_config)
+                    .map_err(|e| fail(500, format!("{}: {e}", dir.display())))?;
+                let artifact = self.compile_into(&content, &hash, &bytes)?;
+                (hash, artifact)
+            }
+        };
+        let not_resettable = percore_engine::check_resettable(&bytes).err();
+        let updated = self.dynamic.contains_key(name);
+        let row = match &mut self.store {
+            Some(store) => store
+                .put(name, &hash, &artifact, not_resettable.as_deref(), &doc, now())
+                .map_err(|e| fail(500, e.to_string()))?,
+            None => {
+                let (id, version, created) = match self.dynamic.get(name) {
+                    Some(old) => (old.id, old.version + 1, old.created),
+                    None => {
+                        self.next_id += 1;
+                        (self.next_id - 1, 1, now())
+                    }
+                };
+                Stored {
+                    name: name.to_owned(),
+                    id,
+                    component: hash,
+                    artifact,
+                    not_resettable,
+                    doc,
+                    version,
+                    created,
+                    updated: now(),
+                }
+            }
+        };
+        lock(&self.metrics).names.insert(row.id, row.name.clone());
+        let ready = self.ready(&row);
+        self.dynamic.insert(name.to_owned(), row.clone());
+        self.broadcast(|seq| Command::Deploy {
+            seq,
+            ready: Box::new(ready.clone()),
+        })?;
+        tracing::info!(deployment = %name, version = row.version, "deployed");
+        Ok((if updated { 200 } else { 201 }, self.describe_stored(&row)))
+    }
+
+    fn check_collisions(&self, name: &str, routes: &[RouteDoc]) -> Result<(), Failure> {
+        let mut taken: Vec<(String, (Option<String>, String), String)> = Vec::new();
+        for f in &self.fixed {
+            for r in &f.spec.routes {
+                taken.push((
+                    f.spec.name.clone(),
+                    route_key(r.host.as_deref(), &r.path_prefix),
+                    r.path_prefix.clone(),
+                ));
+            }
+        }
+        for (other, row) in &self.dynamic {
+            if other == name {
+                continue;
+            }
+            for r in &row.doc.routes {
+                taken.push((other.clone(), route_key(r.host.as_deref(), &r.path), r.path.clone()));
+            }
+        }
+        for r in routes {
+            let key = route_key(r.host.as_deref(), &r.path);
+            if let Some((other, _, _)) = taken.iter().find(|(_, k, _)| *k == key) {
+                return Err(fail(
+                    409,
+                    format!("route {} is already served by deployment `{other}`", show_route(r)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove a deployment.
+    pub fn remove(&mut self, name: &str) -> Result<Value, Failure> {
+        if self.fixed.iter().any(|f| f.spec.name == name) {
+            return Err(fail(
+                409,
+                format!("deployment `{name}` is defined by the host's configuration and cannot be removed here"),
+            ));
+        }
+        if !self.dynamic.contains_key(name) {
+            return Err(fail(404, format!("no deployment `{name}`")));
+        }
+        if let Some(store) = &mut self.store {
+            store.remove(name).map_err(|e| fail(500, e.to_string()))?;
+        }
+        let row = self.dynamic.remove(name).expect("checked above");
+        let owned = name.to_owned();
+        self.broadcast(|seq| Command::Remove {
+            seq,
+            name: owned.clone(),
+        })?;
+        tracing::info!(deployment = %name, "removed");
+        Ok(json!({ "removed": name, "version": row.version }))
+    }
+
+    fn describe_stored(&self, row: &Stored) -> Value {
+        json!({
+            "name": row.name,
+            "source": "api",
+            "version": row.version,
+            "component": row.component,
+            "routes": row.doc.routes,
+            "config": row.doc.config,
+            "limits": row.doc.limits,
+            "instances": match &row.not_resettable {
+                None => "reset".to_owned(),
+                Some(why) => format!("fresh ({why})"),
+            },
+            "created": row.created,
+            "updated": row.updated,
+        })
+    }
+
+    fn describe_fixed(ready: &Ready) -> Value {
+        json!({
+            "name": ready.spec.name,
+            "source": "config",
+            "version": 1,
+            "component": ready.spec.component,
+            "routes": ready.spec.routes.iter().map(|r| json!({"host": r.host, "path": r.path_prefix})).collect::<Vec<_>>(),
+            "config": ready.spec.config,
+            "instances": match &ready.resettable {
+                Ok(()) => "reset".to_owned(),
+                Err(why) => format!("fresh ({why})"),
+            },
+        })
+    }
+
+    /// Every deployment.
+    pub fn list(&self) -> Value {
+        let mut all: Vec<Value> = self.fixed.iter().map(Self::describe_fixed).collect();
+        all.extend(self.dynamic.values().map(|r| self.describe_stored(r)));
+        json!({ "deployments": all })
+    }
+
+    /// One deployment.
+    pub fn show(&self, name: &str) -> Result<Value, Failure> {
+        if let Some(f) = self.fixed.iter().find(|f| f.spec.name == name) {
+            return Ok(Self::describe_fixed(f));
+        }
+        self.dynamic
+            .get(name)
+            .map(|r| self.describe_stored(r))
+            .ok_or_else(|| fail(404, format!("no deployment `{name}`")))
+    }
+
+    /// How many deployments are served.
+    pub fn count(&self) -> usize {
+        self.fixed.len() + self.dynamic.len()
+    }
+
+    /// Whether a deployment exists.
+    pub fn exists(&self, name: &str) -> bool {
+        self.dynamic.contains_key(name) || self.fixed.iter().any(|f| f.spec.name == name)
+    }
+}
+
+fn show_route(r: &RouteDoc) -> String {
+    match &r.host {
+        Some(h) => format!("{h}{}", r.path),
+        None => r.path.clone(),
+    }
+}
+
+fn read_component(path: &Path, max: usize) -> Result<Vec<u8>, Failure> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| fail(400, format!("cannot read {}: {e}", path.display())))?;
+    if meta.len() > max as u64 {
+        return Err(fail(
+            413,
+            format!("{} is {} bytes; the limit is {max}", path.display(), meta.len()),
+        ));
+    }
+    std::fs::read(path).map_err(|e| fail(400, format!("cannot read {}: {e}", path.display())))
+}

@@ -1,0 +1,219 @@
+//! `/metrics` in the Prometheus text exposition format (version 0.0.4).
+//!
+//! Label cardinality is bounded: the only unbounded-looking label is `deployment`, which is
+//! bounded by what an operator deploys; statuses are grouped by class and faults by kind.
+
+use std::fmt::Write;
+
+use percore_dataplane::{Counters, LATENCY_BUCKETS_US};
+
+use crate::meter::Metrics;
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// Render every metric.
+pub fn render(m: &Metrics, deployments: usize) -> String {
+    let mut out = Out(String::new());
+    let d = &m.deployments;
+
+    out.family(
+        "percore_requests_total",
+        "counter",
+        "Requests served per deployment, by status class.",
+    );
+    for (name, dm) in d {
+        for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+            if dm.status_classes[i] > 0 || i == 1 {
+                out.sample(
+                    "percore_requests_total",
+                    &[("deployment", name), ("class", class)],
+                    dm.status_classes[i],
+                );
+            }
+        }
+    }
+    out.family(
+        "percore_guest_faults_total",
+        "counter",
+        "Guest faults per deployment, by kind.",
+    );
+    for (name, dm) in d {
+        for (kind, n) in &dm.errors {
+            out.sample(
+                "percore_guest_faults_total",
+                &[("deployment", name), ("kind", kind)],
+                n,
+            );
+        }
+    }
+    out.family(
+        "percore_request_duration_seconds",
+        "histogram",
+        "Time from dispatch to response, per deployment.",
+    );
+    for (name, dm) in d {
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+            cumulative += dm.duration_buckets.get(i).copied().unwrap_or(0);
+            let le = format!("{}", *bound as f64 / 1e6);
+            out.sample(
+                "percore_request_duration_seconds_bucket",
+                &[("deployment", name), ("le", &le)],
+                cumulative,
+            );
+        }
+        out.sample(
+            "percore_request_duration_seconds_bucket",
+            &[("deployment", name), ("le", "+Inf")],
+            dm.invocations,
+        );
+        out.sample(
+            "percore_request_duration_seconds_sum",
+            &[("deployment", name)],
+            dm.duration_us as f64 / 1e6,
+        );
+        out.sample(
+            "percore_request_duration_seconds_count",
+            &[("deployment", name)],
+            dm.invocations,
+        );
+    }
+    for (metric, help, get) in [
+        (
+            "percore_guest_cpu_seconds_total",
+            "Guest CPU time per deployment.",
+            (|dm: &crate::meter::DeploymentMetrics| dm.cpu_us as f64 / 1e6) as fn(&_) -> f64,
+        ),
+        (
+            "percore_received_bytes_total",
+            "Request bytes per deployment.",
+            |dm| dm.bytes_in as f64,
+        ),
+        (
+            "percore_sent_bytes_total",
+            "Response bytes per deployment.",
+            |dm| dm.bytes_out as f64,
+        ),
+        (
+            "percore_cold_starts_total",
+            "Requests that needed a new instance, per deployment.",
+            |dm| dm.cold_starts as f64,
+        ),
+    ] {
+        out.family(metric, "counter", help);
+        for (name, dm) in d {
+            out.sample(metric, &[("deployment", name)], get(dm));
+        }
+    }
+
+    let per_core: [(&str, &str, fn(&Counters) -> u64); 8] = [
+        (
+            "percore_core_connections_total",
+            "Connections accepted, per core.",
+            |c| c.connections,
+        ),
+        (
+            "percore_core_overloaded_total",
+            "Connections refused with 503 because the core was full, per core.",
+            |c| c.overloaded,
+        ),
+        (
+            "percore_core_requests_total",
+            "Requests answered (any status, routed or not), per core.",
+            |c| c.requests,
+        ),
+        (
+            "percore_core_bad_requests_total",
+            "Malformed or over-limit requests, per core.",
+            |c| c.bad_requests,
+        ),
+        (
+            "percore_core_instances_created_total",
+            "Instances created, per core.",
+            |c| c.instances_created,
+        ),
+        (
+            "percore_core_instance_resets_total",
+            "Pooled instances reset to their snapshot, per core.",
+            |c| c.instance_resets,
+        ),
+        (
+            "percore_core_request_copies_total",
+            "Host-side copies of request bytes, per core.",
+            |c| c.request_copies,
+        ),
+        (
+            "percore_core_records_aggregated_total",
+            "Invocation records folded into aggregates under load, per core.",
+            |c| c.records_aggregated,
+        ),
+    ];
+    for (metric, help, get) in per_core {
+        out.family(metric, "counter", help);
+        for (core, c) in &m.cores {
+            out.sample(metric, &[("core", &core.to_string())], get(c));
+        }
+    }
+
+    out.family("percore_deployments", "gauge", "Deployments being served.");
+    out.sample("percore_deployments", &[], deployments);
+    for (metric, help, value) in [
+        (
+            "percore_compilations_total",
+            "Components compiled by the control plane.",
+            m.compilations,
+        ),
+        (
+            "percore_compile_cache_hits_total",
+            "Deploys whose artifact was already compiled.",
+            m.compile_cache_hits,
+        ),
+        (
+            "percore_deploys_total",
+            "Deploys, updates and removals applied.",
+            m.deploys,
+        ),
+        (
+            "percore_invocation_log_rows_total",
+            "Rows written to the invocation log.",
+            m.log_rows,
+        ),
+        (
+            "percore_invocation_log_errors_total",
+            "Failed writes to the invocation log.",
+            m.log_errors,
+        ),
+    ] {
+        out.family(metric, "counter", help);
+        out.sample(metric, &[], value);
+    }
+    out.0
+}

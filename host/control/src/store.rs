@@ -1,0 +1,422 @@
+//! Durable state in SQLite: deployments (the switch point of every deploy: a row is committed
+//! only after its component and artifact are on disk) and the invocation log.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// A route as the API and the database spell it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDoc {
+    /// Host header to match (any host when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Path prefix, matched on whole segments.
+    pub path: String,
+}
+
+/// Per-deployment limits; absent values take the host's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDoc {
+    /// Memory cap per instance, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<usize>,
+    /// CPU budget per request, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+    /// Wall-clock deadline per request, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Largest response body, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_mb: Option<usize>,
+    /// Instances one core keeps at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances_per_core: Option<usize>,
+}
+
+/// What a deployment is, apart from its component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentDoc {
+    /// Where it is reached.
+    pub routes: Vec<RouteDoc>,
+    /// Configuration values the guest reads.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: LimitsDoc,
+}
+
+/// One deployment row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Unique name.
+    pub name: String,
+    /// Id carried by invocation records.
+    pub id: u32,
+    /// SHA-256 of the component, hex.
+    pub component: String,
+    /// The compiled artifact.
+    pub artifact: PathBuf,
+    /// Why instances cannot be reset in place (`None`: they can).
+    pub not_resettable: Option<String>,
+    /// Routes, config, limits.
+    pub doc: DeploymentDoc,
+    /// 1 for the first deploy, +1 per update.
+    pub version: u64,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds.
+    pub updated: u64,
+}
+
+/// One row of the invocation log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRow {
+    /// Deployment name.
+    pub deployment: String,
+    /// µs since the Unix epoch.
+    pub start_unix_us: u64,
+    /// µs.
+    pub duration_us: u64,
+    /// HTTP status.
+    pub status: u16,
+    /// Guest fault kind.
+    pub fault: Option<&'static str>,
+    /// µs.
+    pub cpu_us: u64,
+    /// Request bytes.
+    pub bytes_in: u64,
+    /// Response bytes.
+    pub bytes_out: u64,
+    /// Requests the row stands for (more than 1 when a core aggregated under load).
+    pub requests: u32,
+    /// Of those, new instances.
+    pub cold_starts: u32,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deployments (
+    name TEXT PRIMARY KEY,
+    id INTEGER NOT NULL UNIQUE,
+    component TEXT NOT NULL,
+    artifact TEXT NOT NULL,
+    not_resettable TEXT,
+    doc TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invocations (
+    deployment TEXT NOT NULL,
+    start_unix_us INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    fault TEXT,
+    cpu_us INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    cold_starts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_by_deployment ON invocations (deployment, start_unix_us);
+";
+
+/// Ids of API deployments start here; deployments from the configuration file use 0, 1, ...
+pub const FIRST_ID: u32 = 1 << 20;
+
+/// A connection to the state database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn db_error(path: &Path, e: rusqlite::Error) -> Error {
+    Error::Database(format!("{}: {e}", path.display()))
+}
+
+impl Store {
+    /// Open (creating if needed) the database, check it is readable and writable.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let conn = Connection::open(path).map_err(|e| db_error(path, e))?;
+        let store = Self {
+            conn,
+            path: path.to_owned(),
+        };
+        let check = || -> rusqlite::Result<()> {
+            store.conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            store
+                .conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .or_else(|e| match e {
+                    // A read-only file reports itself below, with a clearer message.
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::ReadOnly =>
+                    {
+                        Ok(())
+                    }
+                    e => Err(e),
+                })?;
+            store.conn.pragma_update(None, "synchronous", "NORMAL")?;
+            store.conn.execute_batch(SCHEMA)?;
+            // Prove that the file takes writes now rather than at the first deploy.
+            store
+                .conn
+                .execute_batch("BEGIN IMMEDIATE; PRAGMA user_version = 1; COMMIT;")?;
+            Ok(())
+        };
+        check().map_err(|e| {
+            Error::Database(format!(
+                "the state database {} cannot be used: {e}{}",
+                path.display(),
+                match &e {
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::NotADatabase =>
+                    {
+                        " (the file is corrupt or not SQLite: move it away or restore a backup)"
+                    }
+                    rusqlite::Error::SqliteFailure(f, _)
+                        if f.code == rusqlite::ErrorCode::ReadOnly =>
+                    {
+                        " (the file or its directory is read-only)"
+                    }
+                    _ => "",
+                }
+            ))
+        })?;
+        Ok(store)
+    }
+
+    /// Every deployment, by name.
+    pub fn deployments(&self) -> Result<Vec<Stored>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, id, component, artifact, not_resettable, doc, version, created, \
+                 updated FROM deployments ORDER BY name",
+            )
+            .map_err(|e| db_error(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                let doc: String = row.get(5)?;
+                Ok((
+                    Stored {
+                        name: row.get(0)?,
+                        id: row.get(1)?,
+                        component: row.get(2)?,
+                        artifact: PathBuf::from(row.get::<_, String>(3)?),
+                        not_resettable: row.get(4)?,
+                        doc: DeploymentDoc {
+                            routes: Vec::new(),
+                            config: Default::default(),
+                            limits: Default::default(),
+                        },
+                        version: row.get(6)?,
+                        created: row.get(7)?,
+                        updated: row.get(8)?,
+                    },
+                    doc,
+                ))
+            })
+            .map_err(|e| db_error(&self.path, e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut stored, doc) = row.map_err(|e| db_error(&self.path, e))?;
+            stored.doc = serde_json::from_str(&doc).map_err(|e| {
+                Error::Database(format!(
+                    "{}: deployment `{}` has an unreadable record: {e}",
+                    self.path.display(),
+                    stored.name
+                ))
+            })?;
+            out.push(stored);
+        }
+        Ok(out)
+    }
+
+    /// Insert or replace a deployment in one transaction: the moment a deploy becomes durable.
+    /// Returns the row as stored (id and version assigned).
+    pub fn put(
+        &mut self,
+        name: &str,
+        component: &str,
+        artifact: &Path,
+        not_resettable: Option<&str>,
+        doc: &DeploymentDoc,
+        now: u64,
+    ) -> Result<Stored, Error> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| db_error(&path, e))?;
+        let existing: Option<(u32, u64, u64)> = tx
+            .query_row(
+                "SELECT id, version, created FROM deployments WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| db_error(&path, e))?;
+        let (id, version, created) = match existing {
+            Some((id, version, created)) => (id, version + 1, created),
+            None => {
+                let max: Option<u32> = tx
+                    .query_row("SELECT MAX(id) FROM deployments", [], |r| r.get(0))
+                    .map_err(|e| db_error(&path, e))?;
+                (max.map_or(FIRST_ID, |m| m + 1), 1, now)
+            }
+        };
+        let doc_json = serde_json::to_string(doc).map_err(|e| Error::Internal(e.to_string()))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO deployments \
+             (name, id, component, artifact, not_resettable, doc, version, created, updated) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                name,
+                id,
+                component,
+                artifact.to_string_lossy(),
+                not_resettable,
+                doc_json,
+                version,
+                created,
+                now
+            ],
+        )
+        .map_err(|e| db_error(&path, e))?;
+        tx.commit().map_err(|e| db_error(&path, e))?;
+        Ok(Stored {
+            name: name.to_owned(),
+            id,
+            component: component.to_owned(),
+            artifact: artifact.to_owned(),
+            not_resettable: not_resettable.map(str::to_owned),
+            doc: doc.clone(),
+            version,
+            created,
+            updated: now,
+        })
+    }
+
+    /// Delete a deployment; false if there was none.
+    pub fn remove(&mut self, name: &str) -> Result<bool, Error> {
+        let n = self
+            .conn
+            .execute("DELETE FROM deployments WHERE name = ?1", [name])
+            .map_err(|e| db_error(&self.path, e))?;
+        Ok(n > 0)
+    }
+
+    /// Append rows to the invocation log in one transaction.
+    pub fn append_log(&mut self, rows: &[LogRow]) -> Result<(), Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| db_error(&path, e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO invocations (deployment, start_unix_us, duration_us, status, \
+                     fault, cpu_us, bytes_in, bytes_out, requests, cold_starts) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(|e| db_error(&path, e))?;
+            for r in rows {
+                stmt.execute(params![
+                    r.deployment,
+                    r.start_unix_us as i64,
+                    r.duration_us as i64,
+                    r.status,
+                    r.fault,
+                    r.cpu_us as i64,
+                    r.bytes_in as i64,
+                    r.bytes_out as i64,
+                    r.requests,
+                    r.cold_starts
+                ])
+                .map_err(|e| db_error(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| db_error(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(path: &str) -> DeploymentDoc {
+        DeploymentDoc {
+            routes: vec![RouteDoc {
+                host: None,
+                path: path.into(),
+            }],
+            config: Default::default(),
+            limits: LimitsDoc::default(),
+        }
+    }
+
+    #[test]
+    fn deployments_round_trip_and_versions_count_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            let a = store
+                .put("a", "h1", Path::new("/x/a.cwasm"), None, &doc("/a"), 10)
+                .unwrap();
+            assert_eq!((a.id, a.version), (FIRST_ID, 1));
+            let b = store
+                .put("b", "h2", Path::new("/x/b.cwasm"), Some("why"), &doc("/b"), 11)
+                .unwrap();
+            assert_eq!(b.id, FIRST_ID + 1);
+            let a2 = store
+                .put("a", "h3", Path::new("/x/c.cwasm"), None, &doc("/a2"), 12)
+                .unwrap();
+            assert_eq!((a2.id, a2.version, a2.created), (FIRST_ID, 2, 10));
+        }
+        let mut store = Store::open(&path).unwrap();
+        let all = store.deployments().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].component, "h3");
+        assert_eq!(all[0].doc, doc("/a2"));
+        assert_eq!(all[1].not_resettable.as_deref(), Some("why"));
+        assert!(store.remove("a").unwrap());
+        assert!(!store.remove("a").unwrap());
+        assert_eq!(store.deployments().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_or_read_only_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, vec![0x42; 8192]).unwrap();
+        let e = Store::open(&path).unwrap_err().to_string();
+        assert!(e.contains("corrupt"), "{e}");
+
+        let ro = dir.path().join("ro.db");
+        Store::open(&ro).unwrap();
+        let mut perms = std::fs::metadata(&ro).unwrap().permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&ro, perms).unwrap();
+        // Root ignores file permissions; the check is only meaningful for other users.
+        if !nix_is_root() {
+            let e = Store::open(&ro).unwrap_err().to_string();
+            assert!(e.contains("read-only"), "{e}");
+        }
+    }
+
+    fn nix_is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    }
+}

@@ -1,0 +1,142 @@
+//! What crosses between the control plane and a core: three bounded single-producer,
+//! single-consumer queues per core (`rtrb`), and nothing else.
+//!
+//! - commands, control plane to core: deploy (or replace) and remove a deployment;
+//! - reports, core to control plane: a command applied, a counter snapshot, the core's exit;
+//! - invocation records, core to control plane: one per request (or, when the queue is full,
+//!   one per deployment and status summing many requests: the core aggregates, never drops).
+
+use std::path::PathBuf;
+
+use crate::{Counters, DeploymentSpec};
+
+/// Commands a control plane may have queued for one core.
+pub const COMMAND_QUEUE: usize = 256;
+/// Reports one core may have queued.
+pub const REPORT_QUEUE: usize = 1024;
+/// Invocation records one core may have queued before it starts aggregating.
+pub const RECORD_QUEUE: usize = 1 << 16;
+
+/// A deployment ready for the cores: compiled, stored, checked.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// Numeric id the invocation records carry (stable per deployment name).
+    pub id: u32,
+    /// Name, routes, limits, configuration.
+    pub spec: DeploymentSpec,
+    /// The artifact each core maps (or `native:NAME` for a built-in handler).
+    pub artifact: PathBuf,
+    /// Whether its instances can be reset in place, else why not.
+    pub resettable: Result<(), String>,
+}
+
+/// Control plane to core.
+#[derive(Debug)]
+pub enum Command {
+    /// Map the artifact and route to it, replacing the deployment of the same name if there is
+    /// one. Requests already running finish on the old version; the next ones see the new one.
+    Deploy {
+        /// Echoed in [`Report::Applied`].
+        seq: u64,
+        /// The deployment.
+        ready: Box<Ready>,
+    },
+    /// Stop routing to a deployment and drop its instances.
+    Remove {
+        /// Echoed in [`Report::Applied`].
+        seq: u64,
+        /// The deployment.
+        name: String,
+    },
+}
+
+/// Core to control plane.
+#[derive(Debug)]
+pub enum Report {
+    /// A command took effect on this core (or failed, and changed nothing).
+    Applied {
+        /// The CPU.
+        core: usize,
+        /// The command's sequence number.
+        seq: u64,
+        /// Whether it worked.
+        result: Result<(), String>,
+    },
+    /// The core's counters (every 100 ms).
+    Counters {
+        /// The CPU.
+        core: usize,
+        /// Its counters since it started.
+        counters: Box<Counters>,
+    },
+    /// The core has drained and stopped; every record it had is in the queue.
+    Exited {
+        /// The CPU.
+        core: usize,
+    },
+}
+
+/// One request (or, with `requests > 1`, several aggregated) to a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvocationRecord {
+    /// The deployment's id ([`Ready::id`]).
+    pub deployment: u32,
+    /// When the (first) request started, µs since the Unix epoch.
+    pub start_unix_us: u64,
+    /// Wall time from dispatch to response, µs (summed when aggregated).
+    pub duration_us: u64,
+    /// Guest CPU time, µs (summed when aggregated).
+    pub cpu_us: u64,
+    /// HTTP status sent.
+    pub status: u16,
+    /// The guest fault, if any.
+    pub fault: Option<&'static str>,
+    /// Request bytes (head and body).
+    pub bytes_in: u64,
+    /// Response bytes.
+    pub bytes_out: u64,
+    /// Requests this record stands for.
+    pub requests: u32,
+    /// Of those, how many needed a new instance.
+    pub cold_starts: u32,
+}
+
+/// The control plane's end of one core's queues.
+#[derive(Debug)]
+pub struct CoreLink {
+    /// The CPU.
+    pub core: usize,
+    /// Commands to the core.
+    pub commands: rtrb::Producer<Command>,
+    /// Reports from the core.
+    pub reports: rtrb::Consumer<Report>,
+    /// Invocation records from the core.
+    pub records: rtrb::Consumer<InvocationRecord>,
+}
+
+/// The core's end.
+#[derive(Debug)]
+pub(crate) struct ShardLink {
+    pub(crate) commands: rtrb::Consumer<Command>,
+    pub(crate) reports: rtrb::Producer<Report>,
+    pub(crate) records: rtrb::Producer<InvocationRecord>,
+}
+
+pub(crate) fn pair(core: usize) -> (CoreLink, ShardLink) {
+    let (command_tx, command_rx) = rtrb::RingBuffer::new(COMMAND_QUEUE);
+    let (report_tx, report_rx) = rtrb::RingBuffer::new(REPORT_QUEUE);
+    let (record_tx, record_rx) = rtrb::RingBuffer::new(RECORD_QUEUE);
+    (
+        CoreLink {
+            core,
+            commands: command_tx,
+            reports: report_rx,
+            records: record_rx,
+        },
+        ShardLink {
+            commands: command_rx,
+            reports: report_tx,
+            records: record_tx,
+        },
+    )
+}
