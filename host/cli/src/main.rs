@@ -1,6 +1,7 @@
 //! `percore`: serve, run, compile and measure edge:handler components.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod bench;
 mod compile;
 mod invoke;
@@ -32,6 +33,14 @@ enum Command {
     Serve(serve::Args),
     /// Measure compile time, artifact load time and per-request cost of a component.
     Bench(bench::Args),
+    /// Deploy (or update, with a hot swap) a component on a running host.
+    Deploy(admin::DeployArgs),
+    /// List the deployments of a running host.
+    Ls(admin::LsArgs),
+    /// Remove deployments from a running host.
+    Rm(admin::RmArgs),
+    /// Show what a running host has served: requests, errors, time, bytes, cold starts.
+    Stats(admin::StatsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +51,10 @@ fn main() -> std::process::ExitCode {
         Command::Compile(args) => compile::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Deploy(args) => admin::deploy(args),
+        Command::Ls(args) => admin::ls(args),
+        Command::Rm(args) => admin::rm(args),
+        Command::Stats(args) => admin::stats(args),
     };
     match result {
         Ok(code) => code,
