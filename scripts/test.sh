@@ -6,9 +6,8 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "system tools the end-to-end tests use (curl, kill)"
+step "system tools the end-to-end tests use (curl, kill, wrk, PostgreSQL)"
 missing=()
-command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)  # the binary, not the shell builtin
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
@@ -16,7 +15,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-echo "curl and kill present"
+bash scripts/install-test-tools.sh
+echo "curl, kill, wrk and PostgreSQL present"
 
 step "guest toolchain"
 bash scripts/setup-guest-toolchain.sh
@@ -32,7 +32,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "SDK tests (native: region decoding, compile-fail messages)"
 (cd examples-guests && cargo test -p percore-guest -p percore-guest-macros)
 
-step "host tests (rt, http, engine, data plane)"
+step "host tests (rt, http, engine, data plane, control plane; PostgreSQL on loopback)"
+trap 'bash scripts/pg-test-server.sh stop' EXIT
+PERCORE_TEST_POSTGRES=$(bash scripts/pg-test-server.sh start)
+export PERCORE_TEST_POSTGRES PERCORE_REQUIRE_POSTGRES=1
 cargo test --workspace
 
 step "build percore and the conformance runner"

@@ -4,8 +4,8 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -101,7 +101,13 @@ impl Client {
     }
 
     /// One call; returns the status and the JSON body. Errors name the admin URL.
-    fn call(&self, method: &str, path: &str, body: Option<&[u8]>, content_type: &str) -> anyhow::Result<(u16, Value)> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: &str,
+    ) -> anyhow::Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let result = match (method, body) {
@@ -130,7 +136,13 @@ impl Client {
     }
 
     /// A call that must succeed: a 4xx/5xx becomes an error carrying the API's message.
-    fn ok(&self, method: &str, path: &str, body: Option<&[u8]>, content_type: &str) -> anyhow::Result<Value> {
+    fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        content_type: &str,
+    ) -> anyhow::Result<Value> {
         let (status, value) = self.call(method, path, body, content_type)?;
         if status >= 400 {
             let message = value
@@ -144,7 +156,10 @@ impl Client {
     }
 }
 
-fn with_auth<B>(request: ureq::RequestBuilder<B>, auth: &Option<String>) -> ureq::RequestBuilder<B> {
+fn with_auth<B>(
+    request: ureq::RequestBuilder<B>,
+    auth: &Option<String>,
+) -> ureq::RequestBuilder<B> {
     match auth {
         Some(a) => request.header("authorization", a),
         None => request,
@@ -164,7 +179,11 @@ fn with_progress<T>(label: &str, work: impl FnOnce() -> T) -> T {
             let frames = ['|', '/', '-', '\\'];
             let mut i = 0;
             while !done.load(Ordering::Relaxed) {
-                eprint!("\r{} {label} ({:.1} s)", frames[i % 4], started.elapsed().as_secs_f64());
+                eprint!(
+                    "\r{} {label} ({:.1} s)",
+                    frames[i % 4],
+                    started.elapsed().as_secs_f64()
+                );
                 i += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -184,7 +203,9 @@ fn parse_route(route: &str) -> anyhow::Result<Value> {
         return Ok(json!({ "path": route }));
     }
     match route.split_once('/') {
-        Some((host, path)) if !host.is_empty() => Ok(json!({ "host": host, "path": format!("/{path}") })),
+        Some((host, path)) if !host.is_empty() => {
+            Ok(json!({ "host": host, "path": format!("/{path}") }))
+        }
         _ => bail!("bad route {route:?}: use /prefix or host/prefix"),
     }
 }
@@ -205,7 +226,10 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let uploaded = with_progress(&format!("uploading {} KiB", size / 1024), || {
         client.ok("POST", "/v1/components", Some(&bytes), "application/wasm")
     })?;
-    let hash = uploaded["sha256"].as_str().context("the API gave no sha256")?.to_owned();
+    let hash = uploaded["sha256"]
+        .as_str()
+        .context("the API gave no sha256")?
+        .to_owned();
     let routes = args
         .routes
         .iter()
@@ -213,7 +237,9 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut config = serde_json::Map::new();
     for kv in &args.config {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
         config.insert(k.to_owned(), Value::String(v.to_owned()));
     }
     let mut limits = serde_json::Map::new();
@@ -221,7 +247,10 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         ("memory_mb", args.memory_mb.map(|v| v as u64)),
         ("cpu_ms", args.cpu_ms),
         ("timeout_ms", args.timeout_ms),
-        ("max_instances_per_core", args.max_instances_per_core.map(|v| v as u64)),
+        (
+            "max_instances_per_core",
+            args.max_instances_per_core.map(|v| v as u64),
+        ),
     ] {
         if let Some(v) = value {
             limits.insert(key.to_owned(), json!(v));
@@ -236,10 +265,18 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let body = serde_json::to_vec(&body)?;
     let started = Instant::now();
     let (status, value) = with_progress("validating, compiling and deploying", || {
-        client.call("PUT", &format!("/v1/deployments/{name}"), Some(&body), "application/json")
+        client.call(
+            "PUT",
+            &format!("/v1/deployments/{name}"),
+            Some(&body),
+            "application/json",
+        )
     })?;
     if status >= 400 {
-        let message = value["error"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
+        let message = value["error"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| value.to_string());
         bail!("deploying `{name}`: {message} (HTTP {status})");
     }
     if args.target.json {
@@ -266,7 +303,13 @@ fn routes_text(routes: &Value) -> String {
         .as_array()
         .map(|rs| {
             rs.iter()
-                .map(|r| format!("{}{}", r["host"].as_str().unwrap_or(""), r["path"].as_str().unwrap_or("")))
+                .map(|r| {
+                    format!(
+                        "{}{}",
+                        r["host"].as_str().unwrap_or(""),
+                        r["path"].as_str().unwrap_or("")
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         })
@@ -285,7 +328,10 @@ pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
         println!("no deployments");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:>7} {:<8} {:<12} {:<10} ROUTES", "NAME", "VERSION", "SOURCE", "COMPONENT", "INSTANCES");
+    println!(
+        "{:<24} {:>7} {:<8} {:<12} {:<10} ROUTES",
+        "NAME", "VERSION", "SOURCE", "COMPONENT", "INSTANCES"
+    );
     for d in list {
         let component = d["component"].as_str().unwrap_or("");
         println!(
@@ -293,8 +339,23 @@ pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
             d["name"].as_str().unwrap_or(""),
             d["version"].to_string(),
             d["source"].as_str().unwrap_or(""),
-            if d["source"] == "api" { short(component) } else { component.rsplit('/').next().unwrap_or("").chars().take(12).collect() },
-            d["instances"].as_str().unwrap_or("").split(' ').next().unwrap_or(""),
+            if d["source"] == "api" {
+                short(component)
+            } else {
+                component
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(12)
+                    .collect()
+            },
+            d["instances"]
+                .as_str()
+                .unwrap_or("")
+                .split(' ')
+                .next()
+                .unwrap_or(""),
             routes_text(&d["routes"]),
         );
     }
@@ -314,7 +375,11 @@ pub fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
@@ -353,8 +418,14 @@ pub fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         println!();
         println!(
             "host: {} connections, {} requests, {} bad requests, {} refused (overload), {} instances created, {} resets, {} compilations, {} invocation-log rows",
-            host["connections"], host["requests"], host["bad_requests"], host["overloaded"],
-            host["instances_created"], host["instance_resets"], host["compilations"], host["invocation_log_rows"]
+            host["connections"],
+            host["requests"],
+            host["bad_requests"],
+            host["overloaded"],
+            host["instances_created"],
+            host["instance_resets"],
+            host["compilations"],
+            host["invocation_log_rows"]
         );
     }
     Ok(ExitCode::SUCCESS)

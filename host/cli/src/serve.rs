@@ -59,6 +59,13 @@ pub struct Args {
     /// Use a kernel submission-polling thread per ring (io_uring SQPOLL).
     #[arg(long)]
     sqpoll: bool,
+    /// Largest component the admin API accepts, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    admin_max_upload_mb: usize,
+    /// Invocation records a core queues for the control plane before it aggregates them
+    /// (tests of the aggregation path).
+    #[arg(long, hide = true)]
+    record_queue: Option<usize>,
     /// Break one rule of the contract on purpose. For testing the conformance suite only.
     #[arg(long, hide = true, value_enum)]
     misbehave: Option<Misbehave>,
@@ -302,7 +309,10 @@ fn control_config(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<percore_control::ControlConfig> {
     let operator = operator_mode(args);
-    let state = args.state.clone().or_else(|| operator.then(default_state_dir));
+    let state = args
+        .state
+        .clone()
+        .or_else(|| operator.then(default_state_dir));
     let admin = match args.admin {
         Some(addr) => Some(addr),
         None if operator => Some(DEFAULT_ADMIN.parse()?),
@@ -311,14 +321,18 @@ fn control_config(
     let log = match args.invocation_log.as_deref() {
         None | Some("sqlite") => percore_control::LogTarget::Sqlite,
         Some("off") => percore_control::LogTarget::Off,
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains("host=") => {
+        Some(url)
+            if url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.contains("host=") =>
+        {
             percore_control::LogTarget::Postgres(url.to_owned())
         }
-        Some(other) => bail!("--invocation-log {other:?}: expected sqlite, off or a postgres:// URL"),
+        Some(other) => {
+            bail!("--invocation-log {other:?}: expected sqlite, off or a postgres:// URL")
+        }
     };
-    if log == percore_control::LogTarget::Sqlite
-        && state.is_none()
-        && args.invocation_log.is_some()
+    if log == percore_control::LogTarget::Sqlite && state.is_none() && args.invocation_log.is_some()
     {
         bail!("--invocation-log sqlite needs a state directory (--state DIR)");
     }
@@ -329,7 +343,7 @@ fn control_config(
         log,
         engine,
         default_limits: args.guest.limits(),
-        max_upload: 256 << 20,
+        max_upload: args.admin_max_upload_mb << 20,
         fixed: server.initial_deployments().to_vec(),
         stop,
     })
@@ -389,6 +403,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut config = config;
     config.misbehave = args.misbehave.map(Into::into);
+    if let Some(n) = args.record_queue {
+        config.record_queue = n;
+    }
     let cores = config.cores.clone();
     let engine = config.engine.clone();
     let names: Vec<String> = config.deployments.iter().map(|d| d.name.clone()).collect();

@@ -108,7 +108,10 @@ fn handle(
         return AdminResponse::json(200, &json!({ "ok": true }));
     }
     if !authorized(token, request) {
-        return AdminResponse::error(401, "missing or wrong bearer token (Authorization: Bearer ...)");
+        return AdminResponse::error(
+            401,
+            "missing or wrong bearer token (Authorization: Bearer ...)",
+        );
     }
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let result = match (method, segments.as_slice()) {
@@ -174,12 +177,17 @@ fn handle(
             stop.store(true, Ordering::Relaxed);
             Ok((202, json!({ "draining": true })))
         }
-        (_, ["metrics"] | ["v1", "components"] | ["v1", "deployments", ..] | ["v1", "stats", ..] | ["v1", "drain"]) => {
-            Err(crate::pipeline::Failure {
-                status: 405,
-                message: format!("{method} is not allowed on {path}"),
-            })
-        }
+        (
+            _,
+            ["metrics"]
+            | ["v1", "components"]
+            | ["v1", "deployments", ..]
+            | ["v1", "stats", ..]
+            | ["v1", "drain"],
+        ) => Err(crate::pipeline::Failure {
+            status: 405,
+            message: format!("{method} is not allowed on {path}"),
+        }),
         _ => Err(crate::pipeline::Failure {
             status: 404,
             message: format!("no such endpoint: {method} {path}"),

@@ -18,7 +18,9 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 /// Whether `s` looks like a SHA-256 in hex (and so is safe as a file name).
 pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// The files of one state directory.

@@ -106,7 +106,10 @@ pub fn read_request(
             .read(&mut chunk)
             .map_err(|e| AdminResponse::error(400, format!("reading the request: {e}")))?;
         if n == 0 {
-            return Err(AdminResponse::error(400, "the connection closed mid-request"));
+            return Err(AdminResponse::error(
+                400,
+                "the connection closed mid-request",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];

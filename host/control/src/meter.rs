@@ -116,10 +116,7 @@ const EXIT_WAIT: Duration = Duration::from_secs(20);
 /// The meter's inputs.
 pub struct Meter {
     /// Reports and records, per core.
-    pub queues: Vec<(
-        rtrb::Consumer<Report>,
-        rtrb::Consumer<InvocationRecord>,
-    )>,
+    pub queues: Vec<(rtrb::Consumer<Report>, rtrb::Consumer<InvocationRecord>)>,
     /// Where [`Report::Applied`] goes (the deploy pipeline waits on it).
     pub applied: Sender<(usize, u64, Result<(), String>)>,
     /// Shared metrics.
@@ -218,13 +215,21 @@ impl Meter {
             }
             if finishing {
                 if !all_exited {
-                    tracing::error!("some cores did not report their exit; their last records may be missing");
+                    tracing::error!(
+                        "some cores did not report their exit; their last records may be missing"
+                    );
                 }
                 if !pending.is_empty() {
-                    tracing::error!(rows = pending.len(), "invocation log rows could not be written");
+                    tracing::error!(
+                        rows = pending.len(),
+                        "invocation log rows could not be written"
+                    );
                 }
                 if dropped > 0 {
-                    tracing::error!(dropped, "invocation log rows dropped: the log was unwritable for too long");
+                    tracing::error!(
+                        dropped,
+                        "invocation log rows dropped: the log was unwritable for too long"
+                    );
                 }
                 return;
             }

@@ -7,7 +7,9 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use percore_dataplane::{Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, Ready, RouteSpec};
+use percore_dataplane::{
+    Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, Ready, RouteSpec,
+};
 use percore_engine::{Engine, EngineConfig, Limits};
 use serde_json::{Value, json};
 
@@ -117,11 +119,13 @@ impl Plane {
         let (content, store) = match &config.state {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::Io(format!("cannot create the state directory {}: {e}", dir.display()))
+                    Error::Io(format!(
+                        "cannot create the state directory {}: {e}",
+                        dir.display()
+                    ))
                 })?;
-                let content = Content::new(dir, &config.engine).map_err(|e| {
-                    Error::Io(format!("state directory {}: {e}", dir.display()))
-                })?;
+                let content = Content::new(dir, &config.engine)
+                    .map_err(|e| Error::Io(format!("state directory {}: {e}", dir.display())))?;
                 let store = Store::open(&dir.join("percore.db"))?;
                 (Some(content), Some(store))
             }
@@ -195,7 +199,10 @@ impl Plane {
     }
 
     fn compile_stored(&mut self, hash: &str) -> Result<PathBuf, Failure> {
-        let content = self.content.clone().ok_or_else(|| fail(500, "no state directory"))?;
+        let content = self
+            .content
+            .clone()
+            .ok_or_else(|| fail(500, "no state directory"))?;
         let bytes = content
             .component(hash)
             .map_err(|e| fail(500, format!("stored component {hash}: {e}")))?;
@@ -203,7 +210,12 @@ impl Plane {
     }
 
     /// Compile unless this component's artifact for this engine exists already.
-    fn compile_into(&mut self, content: &Content, hash: &str, bytes: &[u8]) -> Result<PathBuf, Failure> {
+    fn compile_into(
+        &mut self,
+        content: &Content,
+        hash: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, Failure> {
         let path = content.artifact_path(hash);
         if path.exists() {
             lock(&self.metrics).compile_cache_hits += 1;
@@ -214,8 +226,12 @@ impl Plane {
             .engine()?
             .compile(bytes)
             .map_err(|e| fail(400, format!("the component was refused: {e}")))?;
-        percore_engine::write_artifact(&path, &artifact)
-            .map_err(|e| fail(500, format!("cannot write the artifact {}: {e}", path.display())))?;
+        percore_engine::write_artifact(&path, &artifact).map_err(|e| {
+            fail(
+                500,
+                format!("cannot write the artifact {}: {e}", path.display()),
+            )
+        })?;
         lock(&self.metrics).compilations += 1;
         tracing::info!(component = %hash, ms = started.elapsed().as_millis() as u64, "compiled");
         Ok(path)
@@ -279,7 +295,9 @@ impl Plane {
                         cmd = back;
                         std::thread::sleep(Duration::from_millis(5));
                     }
-                    Err(_) => return Err(fail(503, format!("core #{core} is not taking commands"))),
+                    Err(_) => {
+                        return Err(fail(503, format!("core #{core} is not taking commands")));
+                    }
                 }
             }
         }
@@ -299,7 +317,9 @@ impl Plane {
                 Err(_) => {
                     return Err(fail(
                         503,
-                        format!("{pending} core(s) did not apply the change within {APPLY_TIMEOUT:?}"),
+                        format!(
+                            "{pending} core(s) did not apply the change within {APPLY_TIMEOUT:?}"
+                        ),
                     ));
                 }
             }
@@ -320,10 +340,12 @@ impl Plane {
                 "this is not WebAssembly (no \\0asm magic): upload a component (.wasm)",
             ));
         }
-        let content = self
-            .content
-            .as_ref()
-            .ok_or_else(|| fail(409, "uploads need a state directory (start the host with --state DIR)"))?;
+        let content = self.content.as_ref().ok_or_else(|| {
+            fail(
+                409,
+                "uploads need a state directory (start the host with --state DIR)",
+            )
+        })?;
         content
             .put_component(bytes)
             .map_err(|e| fail(500, format!("cannot store the component: {e}")))
@@ -334,13 +356,17 @@ impl Plane {
         if !valid_name(name) {
             return Err(fail(
                 400,
-                format!("bad deployment name {name:?}: use 1-63 of a-z, 0-9, '-' and '_', starting with a letter or digit"),
+                format!(
+                    "bad deployment name {name:?}: use 1-63 of a-z, 0-9, '-' and '_', starting with a letter or digit"
+                ),
             ));
         }
         if self.fixed.iter().any(|f| f.spec.name == name) {
             return Err(fail(
                 409,
-                format!("deployment `{name}` is defined by the host's configuration and cannot be changed here"),
+                format!(
+                    "deployment `{name}` is defined by the host's configuration and cannot be changed here"
+                ),
             ));
         }
         let request: DeployRequest = serde_json::from_slice(body)
@@ -354,15 +380,26 @@ impl Plane {
         }
         for r in &routes {
             if !r.path.starts_with('/') {
-                return Err(fail(400, format!("route path {:?} must start with '/'", r.path)));
+                return Err(fail(
+                    400,
+                    format!("route path {:?} must start with '/'", r.path),
+                ));
             }
-            if r.host.as_deref().is_some_and(|h| h.is_empty() || h.contains(['/', ' '])) {
+            if r.host
+                .as_deref()
+                .is_some_and(|h| h.is_empty() || h.contains(['/', ' ']))
+            {
                 return Err(fail(400, format!("bad route host {:?}", r.host)));
             }
         }
         for (i, a) in routes.iter().enumerate() {
-            if routes[..i].iter().any(|b| route_key(a.host.as_deref(), &a.path) == route_key(b.host.as_deref(), &b.path)) {
-                return Err(fail(400, format!("route {} is listed twice", show_route(a))));
+            if routes[..i].iter().any(|b| {
+                route_key(a.host.as_deref(), &a.path) == route_key(b.host.as_deref(), &b.path)
+            }) {
+                return Err(fail(
+                    400,
+                    format!("route {} is listed twice", show_route(a)),
+                ));
             }
         }
         self.check_collisions(name, &routes)?;
@@ -372,7 +409,8 @@ impl Plane {
             limits: request.limits,
         };
         let (limits, _) = self.limits(&doc);
-        if limits.memory_bytes == 0 || limits.cpu_budget.is_zero() || limits.wall_deadline.is_zero() {
+        if limits.memory_bytes == 0 || limits.cpu_budget.is_zero() || limits.wall_deadline.is_zero()
+        {
             return Err(fail(400, "limits must be above zero"));
         }
 
@@ -381,15 +419,27 @@ impl Plane {
             (Some(path), None) => read_component(path, self.max_upload)?,
             (None, Some(hash)) => {
                 if !is_sha256(hash) {
-                    return Err(fail(400, format!("{hash:?} is not a SHA-256 in lowercase hex")));
+                    return Err(fail(
+                        400,
+                        format!("{hash:?} is not a SHA-256 in lowercase hex"),
+                    ));
                 }
-                let content = self.content.as_ref().ok_or_else(|| fail(409, "no state directory"))?;
+                let content = self
+                    .content
+                    .as_ref()
+                    .ok_or_else(|| fail(409, "no state directory"))?;
                 content.component(hash).map_err(|_| {
-                    fail(404, format!("no uploaded component {hash}: upload it with POST /v1/components"))
+                    fail(
+                        404,
+                        format!("no uploaded component {hash}: upload it with POST /v1/components"),
+                    )
                 })?
             }
             _ => {
-                return Err(fail(400, "give the component as {\"path\": ...} or {\"sha256\": ...}"));
+                return Err(fail(
+                    400,
+                    "give the component as {\"path\": ...} or {\"sha256\": ...}",
+                ));
             }
         };
         // Validate and compile (once per component and engine), then store.
@@ -415,7 +465,14 @@ impl Plane {
         let updated = self.dynamic.contains_key(name);
         let row = match &mut self.store {
             Some(store) => store
-                .put(name, &hash, &artifact, not_resettable.as_deref(), &doc, now())
+                .put(
+                    name,
+                    &hash,
+                    &artifact,
+                    not_resettable.as_deref(),
+                    &doc,
+                    now(),
+                )
                 .map_err(|e| fail(500, e.to_string()))?,
             None => {
                 let (id, version, created) = match self.dynamic.get(name) {
@@ -465,7 +522,11 @@ impl Plane {
                 continue;
             }
             for r in &row.doc.routes {
-                taken.push((other.clone(), route_key(r.host.as_deref(), &r.path), r.path.clone()));
+                taken.push((
+                    other.clone(),
+                    route_key(r.host.as_deref(), &r.path),
+                    r.path.clone(),
+                ));
             }
         }
         for r in routes {
@@ -473,7 +534,10 @@ impl Plane {
             if let Some((other, _, _)) = taken.iter().find(|(_, k, _)| *k == key) {
                 return Err(fail(
                     409,
-                    format!("route {} is already served by deployment `{other}`", show_route(r)),
+                    format!(
+                        "route {} is already served by deployment `{other}`",
+                        show_route(r)
+                    ),
                 ));
             }
         }
@@ -485,7 +549,9 @@ impl Plane {
         if self.fixed.iter().any(|f| f.spec.name == name) {
             return Err(fail(
                 409,
-                format!("deployment `{name}` is defined by the host's configuration and cannot be removed here"),
+                format!(
+                    "deployment `{name}` is defined by the host's configuration and cannot be removed here"
+                ),
             ));
         }
         if !self.dynamic.contains_key(name) {
@@ -579,7 +645,11 @@ fn read_component(path: &Path, max: usize) -> Result<Vec<u8>, Failure> {
     if meta.len() > max as u64 {
         return Err(fail(
             413,
-            format!("{} is {} bytes; the limit is {max}", path.display(), meta.len()),
+            format!(
+                "{} is {} bytes; the limit is {max}",
+                path.display(),
+                meta.len()
+            ),
         ));
     }
     std::fs::read(path).map_err(|e| fail(400, format!("cannot read {}: {e}", path.display())))

@@ -134,7 +134,8 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
         }
     }
 
-    let per_core: [(&str, &str, fn(&Counters) -> u64); 8] = [
+    type Family = (&'static str, &'static str, fn(&Counters) -> u64);
+    let per_core: [Family; 8] = [
         (
             "percore_core_connections_total",
             "Connections accepted, per core.",

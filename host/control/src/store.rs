@@ -374,7 +374,14 @@ mod tests {
                 .unwrap();
             assert_eq!((a.id, a.version), (FIRST_ID, 1));
             let b = store
-                .put("b", "h2", Path::new("/x/b.cwasm"), Some("why"), &doc("/b"), 11)
+                .put(
+                    "b",
+                    "h2",
+                    Path::new("/x/b.cwasm"),
+                    Some("why"),
+                    &doc("/b"),
+                    11,
+                )
                 .unwrap();
             assert_eq!(b.id, FIRST_ID + 1);
             let a2 = store

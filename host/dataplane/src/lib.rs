@@ -15,8 +15,8 @@ pub use link::{COMMAND_QUEUE, Command, CoreLink, InvocationRecord, RECORD_QUEUE,
 pub use router::{DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, RouteSpec};
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -135,6 +135,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// Break one rule on purpose (tests of the conformance suite only).
     pub misbehave: Option<Misbehaviour>,
+    /// Invocation records a core may queue for the control plane before it aggregates.
+    pub record_queue: usize,
 }
 
 impl ServeConfig {
@@ -153,6 +155,7 @@ impl ServeConfig {
             sqpoll: false,
             engine: EngineConfig::default(),
             misbehave: None,
+            record_queue: link::RECORD_QUEUE,
         }
     }
 }
@@ -223,7 +226,7 @@ impl Server {
         for (listener, &core) in listeners.into_iter().zip(&config.cores) {
             let engine = Engine::without_ticker(config.engine.clone())?;
             engines.push(engine.wasmtime().clone());
-            let (link, shard_link) = link::pair(core);
+            let (link, shard_link) = link::pair(core, config.record_queue.max(1));
             links.push(link);
             let shard = shard::Shard::new(
                 core,

@@ -122,10 +122,10 @@ pub(crate) struct ShardLink {
     pub(crate) records: rtrb::Producer<InvocationRecord>,
 }
 
-pub(crate) fn pair(core: usize) -> (CoreLink, ShardLink) {
+pub(crate) fn pair(core: usize, records: usize) -> (CoreLink, ShardLink) {
     let (command_tx, command_rx) = rtrb::RingBuffer::new(COMMAND_QUEUE);
     let (report_tx, report_rx) = rtrb::RingBuffer::new(REPORT_QUEUE);
-    let (record_tx, record_rx) = rtrb::RingBuffer::new(RECORD_QUEUE);
+    let (record_tx, record_rx) = rtrb::RingBuffer::new(records);
     (
         CoreLink {
             core,

@@ -40,8 +40,6 @@ pub struct DeploymentSpec {
 /// Default of [`DeploymentSpec::max_instances_per_core`].
 pub const DEFAULT_MAX_INSTANCES_PER_CORE: usize = 16;
 
-
-
 /// The directory artifacts are cached in: `$PERCORE_ARTIFACTS`, else the user's cache directory.
 fn artifact_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PERCORE_ARTIFACTS") {
@@ -228,13 +226,13 @@ mod tests {
         }
     }
 
-    fn router(specs: &[DeploymentSpec]) -> Router {
+    fn router_of(specs: &[DeploymentSpec]) -> Router {
         Router::new(specs.iter().enumerate().map(|(i, d)| (i, &d.routes[..])))
     }
 
     #[test]
     fn most_specific_route_wins() {
-        let router = router(&[
+        let router = router_of(&[
             spec("root", &[(None, "/")]),
             spec("api", &[(None, "/api")]),
             spec("host", &[(Some("a.example"), "/")]),
@@ -244,7 +242,7 @@ mod tests {
         assert_eq!(router.route(Some(b"x"), "/api/v1?q"), Some(1));
         assert_eq!(router.route(Some(b"x"), "/apix"), Some(0));
         assert_eq!(router.route(Some(b"A.example:8080"), "/api"), Some(2));
-        let router = router(&[spec("api", &[(None, "/api/")])]);
+        let router = router_of(&[spec("api", &[(None, "/api/")])]);
         assert_eq!(router.route(None, "/"), None);
         assert_eq!(router.route(None, "/api/x"), Some(0));
     }

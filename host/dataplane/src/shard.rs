@@ -135,7 +135,11 @@ impl Shard {
                 Command::Deploy { seq, ready } => {
                     let result = match load(&self.engine, &self.config, &ready) {
                         Ok(deployed) => {
-                            match self.deployments.iter().position(|d| d.name == deployed.name) {
+                            match self
+                                .deployments
+                                .iter()
+                                .position(|d| d.name == deployed.name)
+                            {
                                 Some(i) => self.deployments[i] = deployed,
                                 None => self.deployments.push(deployed),
                             }
@@ -171,7 +175,9 @@ impl Shard {
         }
         self.counters.records_aggregated += 1;
         match self.overflow.iter_mut().find(|r| {
-            r.deployment == record.deployment && r.status == record.status && r.fault == record.fault
+            r.deployment == record.deployment
+                && r.status == record.status
+                && r.fault == record.fault
         }) {
             Some(sum) => {
                 sum.duration_us += record.duration_us;
@@ -258,7 +264,11 @@ impl Shard {
             self.flush_overflow();
         }
         if !self.overflow.is_empty() {
-            tracing::error!(core = self.core, records = self.overflow.len(), "invocation records lost: the control plane stopped reading");
+            tracing::error!(
+                core = self.core,
+                records = self.overflow.len(),
+                "invocation records lost: the control plane stopped reading"
+            );
         }
         self.publish();
         self.report(Report::Exited { core: self.core });

@@ -1,0 +1,146 @@
+//! The invocation log in PostgreSQL: one round trip per batch, the rows passed as arrays and
+//! expanded with `UNNEST` by the server.
+
+use postgres::{Client, NoTls, Statement};
+
+use crate::Error;
+use crate::meter::LogSink;
+use crate::store::LogRow;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS invocations (
+    deployment TEXT NOT NULL,
+    start_unix_us BIGINT NOT NULL,
+    duration_us BIGINT NOT NULL,
+    status INTEGER NOT NULL,
+    fault TEXT,
+    cpu_us BIGINT NOT NULL,
+    bytes_in BIGINT NOT NULL,
+    bytes_out BIGINT NOT NULL,
+    requests INTEGER NOT NULL,
+    cold_starts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS invocations_by_deployment ON invocations (deployment, start_unix_us);
+";
+
+const INSERT: &str = "INSERT INTO invocations (deployment, start_unix_us, duration_us, status, \
+    fault, cpu_us, bytes_in, bytes_out, requests, cold_starts) \
+    SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::text[], \
+    $6::int8[], $7::int8[], $8::int8[], $9::int4[], $10::int4[])";
+
+/// A connection to the invocation log's PostgreSQL database.
+pub struct Postgres {
+    url: String,
+    conn: Option<(Client, Statement)>,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("server", &redact(&self.url))
+            .finish()
+    }
+}
+
+/// The connection string without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &url[scheme + 3..at];
+            let user = user.split(':').next().unwrap_or("");
+            format!("{}{user}@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url
+            .split_whitespace()
+            .filter(|kv| !kv.starts_with("password="))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+fn open(url: &str) -> Result<(Client, Statement), Error> {
+    let fail = |e: postgres::Error| Error::Database(format!("PostgreSQL {}: {e}", redact(url)));
+    let mut client = Client::connect(url, NoTls).map_err(fail)?;
+    client.batch_execute(SCHEMA).map_err(fail)?;
+    let insert = client.prepare(INSERT).map_err(fail)?;
+    Ok((client, insert))
+}
+
+impl Postgres {
+    /// Connect, create the table if needed, prepare the insert. Fails at start, clearly, when
+    /// the server cannot be reached.
+    pub fn connect(url: &str) -> Result<Self, Error> {
+        Ok(Self {
+            url: url.to_owned(),
+            conn: Some(open(url)?),
+        })
+    }
+}
+
+impl LogSink for Postgres {
+    fn write(&mut self, rows: &[LogRow]) -> Result<(), Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            self.conn = Some(open(&self.url)?);
+        }
+        let (client, insert) = self.conn.as_mut().expect("connected above");
+        let deployment: Vec<&str> = rows.iter().map(|r| r.deployment.as_str()).collect();
+        let start: Vec<i64> = rows.iter().map(|r| r.start_unix_us as i64).collect();
+        let duration: Vec<i64> = rows.iter().map(|r| r.duration_us as i64).collect();
+        let status: Vec<i32> = rows.iter().map(|r| i32::from(r.status)).collect();
+        let fault: Vec<Option<&str>> = rows.iter().map(|r| r.fault).collect();
+        let cpu: Vec<i64> = rows.iter().map(|r| r.cpu_us as i64).collect();
+        let bytes_in: Vec<i64> = rows.iter().map(|r| r.bytes_in as i64).collect();
+        let bytes_out: Vec<i64> = rows.iter().map(|r| r.bytes_out as i64).collect();
+        let requests: Vec<i32> = rows.iter().map(|r| r.requests as i32).collect();
+        let cold: Vec<i32> = rows.iter().map(|r| r.cold_starts as i32).collect();
+        let result = client.execute(
+            &*insert,
+            &[
+                &deployment,
+                &start,
+                &duration,
+                &status,
+                &fault,
+                &cpu,
+                &bytes_in,
+                &bytes_out,
+                &requests,
+                &cold,
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if client.is_closed() {
+                    self.conn = None;
+                }
+                Err(Error::Database(format!(
+                    "PostgreSQL {}: {e}",
+                    redact(&self.url)
+                )))
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("PostgreSQL {}", redact(&self.url))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            super::redact("postgres://u:secret@127.0.0.1:5432/db"),
+            "postgres://u@127.0.0.1:5432/db"
+        );
+        assert_eq!(
+            super::redact("host=127.0.0.1 user=u password=secret"),
+            "host=127.0.0.1 user=u"
+        );
+    }
+}
