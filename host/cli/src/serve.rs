@@ -59,6 +59,10 @@ pub struct Args {
     /// Use a kernel submission-polling thread per ring (io_uring SQPOLL).
     #[arg(long)]
     sqpoll: bool,
+    /// Components one core keeps mapped (least recently used ones are unmapped past this and
+    /// mapped again from their artifact on their next request).
+    #[arg(long, value_name = "N")]
+    max_loaded_per_core: Option<usize>,
     /// Largest component the admin API accepts, MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     admin_max_upload_mb: usize,
@@ -405,6 +409,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     config.misbehave = args.misbehave.map(Into::into);
     if let Some(n) = args.record_queue {
         config.record_queue = n;
+    }
+    if let Some(n) = args.max_loaded_per_core {
+        config.max_loaded_per_core = n;
     }
     let cores = config.cores.clone();
     let engine = config.engine.clone();

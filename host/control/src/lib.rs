@@ -128,7 +128,7 @@ impl Control {
         let mut producers = Vec::new();
         let mut queues = Vec::new();
         for link in links {
-            producers.push(link.commands);
+            producers.push((link.commands, link.wake));
             queues.push((link.reports, link.records));
         }
         let sink: Option<Box<dyn meter::LogSink>> = match (&config.log, &config.state) {

@@ -11,6 +11,7 @@ use percore_dataplane::{
     Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, Ready, RouteSpec,
 };
 use percore_engine::{Engine, EngineConfig, Limits};
+use percore_rt::notify::Notifier;
 use serde_json::{Value, json};
 
 use crate::content::{Content, is_sha256};
@@ -70,7 +71,7 @@ pub struct Plane {
     dynamic: BTreeMap<String, Stored>,
     /// Deployments of the configuration file or command line.
     fixed: Vec<Ready>,
-    producers: Vec<rtrb::Producer<Command>>,
+    producers: Vec<(rtrb::Producer<Command>, Arc<Notifier>)>,
     applied: Receiver<(usize, u64, Result<(), String>)>,
     seq: u64,
     pub metrics: Arc<Mutex<Metrics>>,
@@ -112,7 +113,7 @@ fn valid_name(name: &str) -> bool {
 impl Plane {
     pub fn new(
         config: &ControlConfig,
-        producers: Vec<rtrb::Producer<Command>>,
+        producers: Vec<(rtrb::Producer<Command>, Arc<Notifier>)>,
         applied: Receiver<(usize, u64, Result<(), String>)>,
         metrics: Arc<Mutex<Metrics>>,
     ) -> Result<Self, Error> {
@@ -285,12 +286,15 @@ impl Plane {
     fn broadcast(&mut self, command: impl Fn(u64) -> Command) -> Result<(), Failure> {
         self.seq += 1;
         let seq = self.seq;
-        for (core, producer) in self.producers.iter_mut().enumerate() {
+        for (core, (producer, wake)) in self.producers.iter_mut().enumerate() {
             let deadline = Instant::now() + APPLY_TIMEOUT;
             let mut cmd = command(seq);
             loop {
                 match producer.push(cmd) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        wake.notify();
+                        break;
+                    }
                     Err(rtrb::PushError::Full(back)) if Instant::now() < deadline => {
                         cmd = back;
                         std::thread::sleep(Duration::from_millis(5));

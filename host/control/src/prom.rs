@@ -135,7 +135,17 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
     }
 
     type Family = (&'static str, &'static str, fn(&Counters) -> u64);
-    let per_core: [Family; 8] = [
+    let per_core: [Family; 10] = [
+        (
+            "percore_core_artifacts_loaded_total",
+            "Artifacts mapped on a deployment's first request on a core (cold starts from disk).",
+            |c| c.artifacts_loaded,
+        ),
+        (
+            "percore_core_artifacts_evicted_total",
+            "Artifacts unmapped as least recently used, per core.",
+            |c| c.artifacts_evicted,
+        ),
         (
             "percore_core_connections_total",
             "Connections accepted, per core.",

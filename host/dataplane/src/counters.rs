@@ -44,6 +44,10 @@ pub struct Counters {
     pub request_bytes_copied: u64,
     /// Fresh instances created.
     pub instances_created: u64,
+    /// Artifacts mapped on first use (cold deployments on this core).
+    pub artifacts_loaded: u64,
+    /// Artifacts unmapped as least recently used.
+    pub artifacts_evicted: u64,
     /// Pooled instances reset to their snapshot after a request.
     pub instance_resets: u64,
     /// Pages those resets copied back.
@@ -77,6 +81,8 @@ impl Counters {
         self.request_bytes_copied += other.request_bytes_copied;
         self.instances_created += other.instances_created;
         self.instance_resets += other.instance_resets;
+        self.artifacts_loaded += other.artifacts_loaded;
+        self.artifacts_evicted += other.artifacts_evicted;
         self.reset_pages_copied += other.reset_pages_copied;
         self.records_aggregated += other.records_aggregated;
         for (a, b) in self.latency.iter_mut().zip(other.latency) {

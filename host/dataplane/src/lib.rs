@@ -137,6 +137,9 @@ pub struct ServeConfig {
     pub misbehave: Option<Misbehaviour>,
     /// Invocation records a core may queue for the control plane before it aggregates.
     pub record_queue: usize,
+    /// Components one core keeps mapped; past that the least recently used is unmapped and
+    /// mapped again from its artifact when next needed.
+    pub max_loaded_per_core: usize,
 }
 
 impl ServeConfig {
@@ -156,6 +159,7 @@ impl ServeConfig {
             engine: EngineConfig::default(),
             misbehave: None,
             record_queue: link::RECORD_QUEUE,
+            max_loaded_per_core: 2048,
         }
     }
 }
@@ -226,7 +230,8 @@ impl Server {
         for (listener, &core) in listeners.into_iter().zip(&config.cores) {
             let engine = Engine::without_ticker(config.engine.clone())?;
             engines.push(engine.wasmtime().clone());
-            let (link, shard_link) = link::pair(core, config.record_queue.max(1));
+            let (link, shard_link) = link::pair(core, config.record_queue.max(1))
+                .map_err(|source| Error::Shard { core, source })?;
             links.push(link);
             let shard = shard::Shard::new(
                 core,

@@ -7,6 +7,9 @@
 //!   one per deployment and status summing many requests: the core aggregates, never drops).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use percore_rt::notify::Notifier;
 
 use crate::{Counters, DeploymentSpec};
 
@@ -112,6 +115,8 @@ pub struct CoreLink {
     pub reports: rtrb::Consumer<Report>,
     /// Invocation records from the core.
     pub records: rtrb::Consumer<InvocationRecord>,
+    /// Wakes the core after commands were pushed (else it looks at most every 100 ms).
+    pub wake: Arc<Notifier>,
 }
 
 /// The core's end.
@@ -120,23 +125,27 @@ pub(crate) struct ShardLink {
     pub(crate) commands: rtrb::Consumer<Command>,
     pub(crate) reports: rtrb::Producer<Report>,
     pub(crate) records: rtrb::Producer<InvocationRecord>,
+    pub(crate) wake: Arc<Notifier>,
 }
 
-pub(crate) fn pair(core: usize, records: usize) -> (CoreLink, ShardLink) {
+pub(crate) fn pair(core: usize, records: usize) -> std::io::Result<(CoreLink, ShardLink)> {
     let (command_tx, command_rx) = rtrb::RingBuffer::new(COMMAND_QUEUE);
     let (report_tx, report_rx) = rtrb::RingBuffer::new(REPORT_QUEUE);
     let (record_tx, record_rx) = rtrb::RingBuffer::new(records);
-    (
+    let wake = Arc::new(Notifier::new()?);
+    Ok((
         CoreLink {
             core,
             commands: command_tx,
             reports: report_rx,
             records: record_rx,
+            wake: wake.clone(),
         },
         ShardLink {
             commands: command_rx,
             reports: report_tx,
             records: record_tx,
+            wake,
         },
-    )
+    ))
 }

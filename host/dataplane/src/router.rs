@@ -152,7 +152,18 @@ struct Route {
 /// The route table: most specific first (a host before any host, then the longest prefix).
 #[derive(Debug)]
 pub(crate) struct Router {
+    /// Most specific first: with a host before without, then longer prefixes first.
     routes: Vec<Route>,
+    /// Indices into `routes` of the prefixes starting with each first path segment, in order.
+    by_segment: std::collections::HashMap<String, Vec<usize>>,
+    /// Indices of the routes whose prefix is the root (they match every path), in order.
+    root: Vec<usize>,
+}
+
+/// The first segment of a path: `api` for `/api/v1`.
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').next().unwrap_or("")
 }
 
 impl Router {
@@ -173,7 +184,23 @@ impl Router {
                 .cmp(&a.host.is_some())
                 .then(b.prefix.len().cmp(&a.prefix.len()))
         });
-        Self { routes }
+        let mut by_segment: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        let mut root = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            if r.prefix.is_empty() {
+                root.push(i);
+            } else {
+                by_segment
+                    .entry(first_segment(&r.prefix).to_owned())
+                    .or_default()
+                    .push(i);
+            }
+        }
+        Self {
+            routes,
+            by_segment,
+            root,
+        }
     }
 
     /// The deployment for a request with this `Host` header value and target.
@@ -187,21 +214,33 @@ impl Router {
             }
         });
         let path = target.split(['?', '#']).next().unwrap_or(target);
-        self.routes
-            .iter()
-            .find(|r| {
-                let host_ok = match (&r.host, host) {
-                    (None, _) => true,
-                    (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
-                    (Some(_), None) => false,
-                };
-                host_ok
-                    && (r.prefix.is_empty()
-                        || path == r.prefix
-                        || path.starts_with(&r.prefix)
-                            && path.as_bytes().get(r.prefix.len()) == Some(&b'/'))
-            })
-            .map(|r| r.deployment)
+        // Only routes whose first segment is the path's, and root routes, can match: merge the
+        // two candidate lists in route order (thousands of deployments stay cheap to route).
+        let segment = self
+            .by_segment
+            .get(first_segment(path))
+            .map_or(&[][..], Vec::as_slice);
+        let (mut a, mut b) = (segment.iter().peekable(), self.root.iter().peekable());
+        std::iter::from_fn(|| match (a.peek(), b.peek()) {
+            (Some(&&x), Some(&&y)) if x < y => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        })
+        .map(|&i| &self.routes[i])
+        .find(|r| {
+            let host_ok = match (&r.host, host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                (Some(_), None) => false,
+            };
+            host_ok
+                && (r.prefix.is_empty()
+                    || path == r.prefix
+                    || path.starts_with(&r.prefix)
+                        && path.as_bytes().get(r.prefix.len()) == Some(&b'/'))
+        })
+        .map(|r| r.deployment)
     }
 }
 
@@ -245,5 +284,26 @@ mod tests {
         let router = router_of(&[spec("api", &[(None, "/api/")])]);
         assert_eq!(router.route(None, "/"), None);
         assert_eq!(router.route(None, "/api/x"), Some(0));
+    }
+
+    #[test]
+    fn thousands_of_routes_route_like_a_linear_scan() {
+        let mut specs = vec![
+            spec("root", &[(None, "/")]),
+            spec("deep", &[(None, "/d7/x/y")]),
+            spec("hosted", &[(Some("h.example"), "/d7")]),
+        ];
+        for i in 0..3000 {
+            specs.push(spec(&format!("d{i}"), &[(None, &format!("/d{i}"))]));
+        }
+        let router = router_of(&specs);
+        assert_eq!(router.route(None, "/d7"), Some(3 + 7));
+        assert_eq!(router.route(None, "/d7/x"), Some(3 + 7));
+        assert_eq!(router.route(None, "/d7/x/y/z"), Some(1));
+        assert_eq!(router.route(Some(b"h.example"), "/d7/x/y"), Some(2));
+        assert_eq!(router.route(Some(b"h.example"), "/d8"), Some(3 + 8));
+        assert_eq!(router.route(None, "/d2999?x"), Some(3 + 2999));
+        assert_eq!(router.route(None, "/d3000"), Some(0));
+        assert_eq!(router.route(None, ""), Some(0));
     }
 }

@@ -37,8 +37,13 @@ struct Deployed {
     routes: Vec<RouteSpec>,
     /// Pooled instances kept at most.
     max_instances: usize,
-    /// The component, or `None` for a built-in native handler.
+    /// The loaded component: `None` for a built-in native handler, or while the artifact is not
+    /// mapped on this core (never used yet, or evicted as least recently used).
     handler: Option<Handler>,
+    /// The artifact to map on first use.
+    artifact: PathBuf,
+    /// The shard's request clock when this deployment last served (for LRU eviction).
+    last_used: u64,
     native: Option<NativeHandler>,
     limits: Arc<Limits>,
     config: Arc<BTreeMap<String, String>>,
@@ -76,6 +81,8 @@ pub(crate) struct Shard {
     link: ShardLink,
     /// Records that did not fit in the queue, aggregated by deployment, status and fault.
     overflow: Vec<InvocationRecord>,
+    /// Requests dispatched (the LRU clock).
+    clock: u64,
     counters: Counters,
     conns: Conns,
     draining: bool,
@@ -110,6 +117,7 @@ impl Shard {
             stop,
             link,
             overflow: Vec::new(),
+            clock: 0,
             counters: Counters::default(),
             conns: Conns::default(),
             draining: false,
@@ -135,14 +143,22 @@ impl Shard {
                 Command::Deploy { seq, ready } => {
                     let result = match load(&self.engine, &self.config, &ready) {
                         Ok(deployed) => {
-                            match self
+                            let i = match self
                                 .deployments
                                 .iter()
                                 .position(|d| d.name == deployed.name)
                             {
-                                Some(i) => self.deployments[i] = deployed,
-                                None => self.deployments.push(deployed),
-                            }
+                                Some(i) => {
+                                    self.deployments[i] = deployed;
+                                    i
+                                }
+                                None => {
+                                    self.deployments.push(deployed);
+                                    self.deployments.len() - 1
+                                }
+                            };
+                            self.deployments[i].last_used = self.clock;
+                            self.evict_beyond_cap(i);
                             Ok(())
                         }
                         Err(e) => Err(e.to_string()),
@@ -160,6 +176,32 @@ impl Shard {
                 seq,
                 result,
             });
+        }
+    }
+
+    /// Unmap least recently used components until at most `max_loaded_per_core` are mapped,
+    /// never `keep` (the one just loaded).
+    fn evict_beyond_cap(&mut self, keep: usize) {
+        let cap = self.config.max_loaded_per_core.max(1);
+        let mut loaded = self
+            .deployments
+            .iter()
+            .filter(|d| d.handler.is_some())
+            .count();
+        while loaded > cap {
+            let victim = self
+                .deployments
+                .iter()
+                .enumerate()
+                .filter(|(i, d)| *i != keep && d.handler.is_some())
+                .min_by_key(|(_, d)| d.last_used)
+                .map(|(i, _)| i);
+            let Some(victim) = victim else { break };
+            let d = &mut self.deployments[victim];
+            d.handler = None;
+            d.pool.clear();
+            self.counters.artifacts_evicted += 1;
+            loaded -= 1;
         }
     }
 
@@ -212,6 +254,7 @@ impl Shard {
         })
         .and_then(|mut ring| {
             ring.accept_multi(&self.listener)?;
+            ring.watch(&*self.link.wake)?;
             ring.timer(TICK)?;
             Ok(ring)
         });
@@ -360,6 +403,15 @@ impl Shard {
                 self.on_tick(dirty);
                 if let Err(e) = ring.timer(TICK) {
                     tracing::error!(core = self.core, "arming the timer: {e}");
+                }
+            }
+            // Commands are applied after every turn of the loop; this turn came sooner.
+            Event::Woken { more } => {
+                self.link.wake.clear();
+                if !more && !self.draining {
+                    if let Err(e) = ring.watch(&*self.link.wake) {
+                        tracing::error!(core = self.core, "watching the command queue: {e}");
+                    }
                 }
             }
         }
@@ -725,6 +777,36 @@ impl Shard {
             };
         }
         let mut cold = false;
+        self.clock += 1;
+        self.deployments[index].last_used = self.clock;
+        if self.deployments[index].handler.is_none() {
+            // A cold deployment on this core: map its artifact (no compilation).
+            match self.engine.load_artifact(&self.deployments[index].artifact) {
+                Ok(handler) => {
+                    self.deployments[index].handler = Some(handler);
+                    self.counters.artifacts_loaded += 1;
+                    self.evict_beyond_cap(index);
+                }
+                Err(e) => {
+                    let name = &self.deployments[index].name;
+                    tracing::error!(deployment = %name, "cannot map the artifact: {e}");
+                    respond_simple(
+                        out,
+                        503,
+                        &[("retry-after", b"1")],
+                        "deployment unavailable\n",
+                        keep_alive,
+                        is_head,
+                    );
+                    return Outcome {
+                        status: 503,
+                        fault: Some("unavailable"),
+                        cpu_us: 0,
+                        cold: true,
+                    };
+                }
+            }
+        }
         let pooled = self.deployments[pool_index].pool.pop();
         let deployment = &mut self.deployments[index];
         let instance = match (pooled, &deployment.handler) {
@@ -975,6 +1057,8 @@ fn load(
         routes: spec.routes.clone(),
         max_instances: spec.max_instances_per_core,
         handler,
+        artifact: ready.artifact.clone(),
+        last_used: 0,
         native,
         limits: Arc::new(spec.limits.clone()),
         config: Arc::new(spec.config.clone()),

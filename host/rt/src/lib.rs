@@ -16,5 +16,6 @@ pub mod artifact;
 pub mod cpu;
 pub mod host_memory;
 pub mod net;
+pub mod notify;
 pub mod pagemap;
 pub mod uring;

@@ -24,6 +24,7 @@ const RECV: u64 = 2;
 const SEND: u64 = 3;
 const TIMER: u64 = 4;
 const CANCEL: u64 = 5;
+const WAKE: u64 = 6;
 /// Buffer group of the one provided-buffer ring.
 const BGID: u16 = 0;
 
@@ -106,6 +107,12 @@ pub enum Event {
     },
     /// The timer fired.
     Timer,
+    /// A watched descriptor became readable (see [`Uring::watch`]). `more` is false when the
+    /// watch ended and must be armed again.
+    Woken {
+        /// Whether the watch is still armed.
+        more: bool,
+    },
 }
 
 /// The provided-buffer ring: entries shared with the kernel, and the buffers they point at.
@@ -294,6 +301,17 @@ impl Uring {
         unsafe { self.push(entry) }
     }
 
+    /// Report [`Event::Woken`] each time `fd` becomes readable (a multishot poll), for a
+    /// [`crate::notify::Notifier`] that other threads use to wake this ring.
+    pub fn watch(&mut self, fd: &impl AsRawFd) -> io::Result<()> {
+        let entry = opcode::PollAdd::new(Fd(fd.as_raw_fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(user_data(WAKE, 0, 0));
+        // SAFETY: a poll points at no buffer.
+        unsafe { self.push(entry) }
+    }
+
     /// Cancel the multishot accept (its final completion still comes).
     pub fn cancel_accept(&mut self) -> io::Result<()> {
         let entry = opcode::AsyncCancel::new(user_data(ACCEPT, 0, 0))
@@ -438,6 +456,7 @@ impl Uring {
                 self.timer_armed = false;
                 Some(Event::Timer)
             }
+            WAKE => Some(Event::Woken { more }),
             _ => None,
         }
     }

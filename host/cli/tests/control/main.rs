@@ -755,3 +755,44 @@ fn an_unreachable_postgresql_is_a_clear_error_at_start() {
         "the password must not be printed: {err}"
     );
 }
+
+#[test]
+fn least_recently_used_components_are_unmapped_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start(&dir.path().join("state"), &["--max-loaded-per-core", "2"]);
+    let names: Vec<String> = (0..6).map(|i| format!("d{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let guest_name = if i % 2 == 0 { "hello" } else { "echo" };
+        host.cli_ok(&[
+            "deploy",
+            &guest(guest_name),
+            "--name",
+            name,
+            "--route",
+            &format!("/{name}"),
+        ]);
+    }
+    // Two rounds over six deployments with room for two per core: every request after the
+    // first round maps its artifact again, and every answer is still right.
+    for _ in 0..2 {
+        for (i, name) in names.iter().enumerate() {
+            let (status, body) = host.request("POST", &format!("/{name}/x"), Some("b"));
+            assert_eq!(status, 200);
+            let want = if i % 2 == 0 {
+                "Hello from percore!\n"
+            } else {
+                "b"
+            };
+            assert_eq!(body, want, "{name}");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, metrics) = host.admin("GET", "/metrics", None, &[]);
+    let text = metrics.as_str().unwrap();
+    assert!(
+        metric(text, "percore_core_artifacts_evicted_total", &[]) > 0.0,
+        "{text}"
+    );
+    assert!(metric(text, "percore_core_artifacts_loaded_total", &[]) > 0.0);
+    host.stop();
+}
