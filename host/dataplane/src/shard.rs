@@ -408,10 +408,11 @@ impl Shard {
             // Commands are applied after every turn of the loop; this turn came sooner.
             Event::Woken { more } => {
                 self.link.wake.clear();
-                if !more && !self.draining {
-                    if let Err(e) = ring.watch(&*self.link.wake) {
-                        tracing::error!(core = self.core, "watching the command queue: {e}");
-                    }
+                if !more
+                    && !self.draining
+                    && let Err(e) = ring.watch(&*self.link.wake)
+                {
+                    tracing::error!(core = self.core, "watching the command queue: {e}");
                 }
             }
         }
