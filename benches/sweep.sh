@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One data-plane core under load: percore running the `hello` guest (fresh instance per request,
-# and with instance reuse), the same data plane with a native handler (the reference line), and
+# One data-plane core under load: percore running the `hello` guest (pooled instances reset to
+# their snapshot after each request: the default; a fresh instance per request; pooled instances
+# that keep their memory; the default with SQPOLL), the same data plane with a native handler
+# (the reference line), and
 # nginx returning the same body (the practical limit). The server is pinned to CPU 0 and the load
 # generator to CPU 1, on loopback.
 #
@@ -45,8 +47,15 @@ start_server() { # name
     percore-wasm)
         taskset -c $server_cpu $percore serve --cores 1 --listen 127.0.0.1:$port target/guests/hello.wasm >"$tmp/server.log" 2>&1 &
         ;;
-    percore-wasm-reuse)
-        taskset -c $server_cpu $percore serve --cores 1 --reuse-instances --listen 127.0.0.1:$port target/guests/hello.wasm >"$tmp/server.log" 2>&1 &
+    percore-wasm-sqpoll)
+        # The kernel's submission thread may run on either CPU: it is not pinned with the shard.
+        taskset -c $server_cpu $percore serve --cores 1 --sqpoll --listen 127.0.0.1:$port target/guests/hello.wasm >"$tmp/server.log" 2>&1 &
+        ;;
+    percore-wasm-fresh)
+        taskset -c $server_cpu $percore serve --cores 1 --instances fresh --listen 127.0.0.1:$port target/guests/hello.wasm >"$tmp/server.log" 2>&1 &
+        ;;
+    percore-wasm-keep)
+        taskset -c $server_cpu $percore serve --cores 1 --instances keep --listen 127.0.0.1:$port target/guests/hello.wasm >"$tmp/server.log" 2>&1 &
         ;;
     percore-native)
         taskset -c $server_cpu $percore serve --cores 1 --listen 127.0.0.1:$port native:hello >"$tmp/server.log" 2>&1 &
@@ -116,7 +125,7 @@ echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 printf '%-20s %10s\n' line "peak req/s (wrk)"
 declare -A peaks
-lines=(nginx percore-native percore-wasm-reuse percore-wasm)
+lines=(nginx percore-native percore-wasm percore-wasm-keep percore-wasm-fresh percore-wasm-sqpoll)
 for line in "${lines[@]}"; do
     start_server "$line"
     peaks[$line]=$(peak)
@@ -136,7 +145,7 @@ for line in "${lines[@]}"; do
     stop_server
 done
 echo
-awk -v w="${peaks[percore-wasm]}" -v r="${peaks[percore-wasm-reuse]}" -v n="${peaks[percore-native]}" -v g="${peaks[nginx]}" 'BEGIN {
-    printf "wasm tax (peak wasm / native): fresh instance %.2f, reused instance %.2f\n", w / n, r / n
-    printf "percore / nginx (peak): fresh %.2f, reused %.2f\n", w / g, r / g
+awk -v w="${peaks[percore-wasm]}" -v k="${peaks[percore-wasm-keep]}" -v f="${peaks[percore-wasm-fresh]}" -v n="${peaks[percore-native]}" -v g="${peaks[nginx]}" 'BEGIN {
+    printf "wasm tax (peak wasm / native): reset %.2f, keep %.2f, fresh %.2f\n", w / n, k / n, f / n
+    printf "percore / nginx (peak): reset %.2f, keep %.2f, fresh %.2f\n", w / g, k / g, f / g
 }'

@@ -185,6 +185,11 @@ impl Meter {
                             continue;
                         }
                         pending.push(LogRow {
+                            request_id: format!(
+                                "c{}-{}",
+                                r.request_id >> 48,
+                                r.request_id & ((1 << 48) - 1)
+                            ),
                             deployment: name,
                             start_unix_us: r.start_unix_us,
                             duration_us: r.duration_us,

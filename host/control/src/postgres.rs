@@ -9,6 +9,7 @@ use crate::store::LogRow;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS invocations (
+    request_id TEXT NOT NULL,
     deployment TEXT NOT NULL,
     start_unix_us BIGINT NOT NULL,
     duration_us BIGINT NOT NULL,
@@ -23,10 +24,10 @@ CREATE TABLE IF NOT EXISTS invocations (
 CREATE INDEX IF NOT EXISTS invocations_by_deployment ON invocations (deployment, start_unix_us);
 ";
 
-const INSERT: &str = "INSERT INTO invocations (deployment, start_unix_us, duration_us, status, \
-    fault, cpu_us, bytes_in, bytes_out, requests, cold_starts) \
-    SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::text[], \
-    $6::int8[], $7::int8[], $8::int8[], $9::int4[], $10::int4[])";
+const INSERT: &str = "INSERT INTO invocations (request_id, deployment, start_unix_us, \
+    duration_us, status, fault, cpu_us, bytes_in, bytes_out, requests, cold_starts) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int4[], \
+    $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int4[], $11::int4[])";
 
 /// A connection to the invocation log's PostgreSQL database.
 pub struct Postgres {
@@ -86,6 +87,7 @@ impl LogSink for Postgres {
             self.conn = Some(open(&self.url)?);
         }
         let (client, insert) = self.conn.as_mut().expect("connected above");
+        let request_id: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
         let deployment: Vec<&str> = rows.iter().map(|r| r.deployment.as_str()).collect();
         let start: Vec<i64> = rows.iter().map(|r| r.start_unix_us as i64).collect();
         let duration: Vec<i64> = rows.iter().map(|r| r.duration_us as i64).collect();
@@ -99,6 +101,7 @@ impl LogSink for Postgres {
         let result = client.execute(
             &*insert,
             &[
+                &request_id,
                 &deployment,
                 &start,
                 &duration,

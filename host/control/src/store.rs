@@ -80,6 +80,8 @@ pub struct Stored {
 /// One row of the invocation log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRow {
+    /// `c{core}-{seq}`, as in the logs.
+    pub request_id: String,
     /// Deployment name.
     pub deployment: String,
     /// µs since the Unix epoch.
@@ -115,6 +117,7 @@ CREATE TABLE IF NOT EXISTS deployments (
     updated INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS invocations (
+    request_id TEXT NOT NULL,
     deployment TEXT NOT NULL,
     start_unix_us INTEGER NOT NULL,
     duration_us INTEGER NOT NULL,
@@ -323,13 +326,14 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT INTO invocations (deployment, start_unix_us, duration_us, status, \
-                     fault, cpu_us, bytes_in, bytes_out, requests, cold_starts) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO invocations (request_id, deployment, start_unix_us, duration_us, \
+                     status, fault, cpu_us, bytes_in, bytes_out, requests, cold_starts) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .map_err(|e| db_error(&path, e))?;
             for r in rows {
                 stmt.execute(params![
+                    r.request_id,
                     r.deployment,
                     r.start_unix_us as i64,
                     r.duration_us as i64,

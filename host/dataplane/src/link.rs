@@ -82,6 +82,9 @@ pub enum Report {
 /// One request (or, with `requests > 1`, several aggregated) to a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvocationRecord {
+    /// The request (of an aggregate: the first): core in the top 16 bits, the core's request
+    /// sequence number below; printed `c{core}-{seq}` in logs.
+    pub request_id: u64,
     /// The deployment's id ([`Ready::id`]).
     pub deployment: u32,
     /// When the (first) request started, µs since the Unix epoch.

@@ -54,6 +54,7 @@ struct Deployed {
 
 /// What running one request on a deployment gave.
 struct Outcome {
+    request_id: u64,
     status: u16,
     fault: Option<&'static str>,
     cpu_us: u64,
@@ -723,6 +724,7 @@ impl Shard {
                     .map_or(0, |d| d.as_micros() as u64)
                     .saturating_sub(started.elapsed().as_micros() as u64);
                 self.record(InvocationRecord {
+                    request_id: outcome.request_id,
                     deployment: self.deployments[index].id,
                     start_unix_us,
                     duration_us: started.elapsed().as_micros() as u64,
@@ -769,8 +771,14 @@ impl Shard {
             }
             _ => index,
         };
+        self.clock += 1;
+        let request_id = RequestId {
+            core: self.core,
+            seq: self.clock,
+        };
         if let Some(native) = self.deployments[index].native {
             return Outcome {
+                request_id: request_id.packed(),
                 status: run_native(native, is_head, keep_alive, out),
                 fault: None,
                 cpu_us: 0,
@@ -778,7 +786,6 @@ impl Shard {
             };
         }
         let mut cold = false;
-        self.clock += 1;
         self.deployments[index].last_used = self.clock;
         if self.deployments[index].handler.is_none() {
             // A cold deployment on this core: map its artifact (no compilation).
@@ -800,6 +807,7 @@ impl Shard {
                         is_head,
                     );
                     return Outcome {
+                        request_id: request_id.packed(),
                         status: 503,
                         fault: Some("unavailable"),
                         cpu_us: 0,
@@ -850,6 +858,7 @@ impl Shard {
                 for record in &invocation.logs {
                     log_guest(
                         &deployment.name,
+                        request_id,
                         record.level,
                         &record.message,
                         &record.fields,
@@ -908,6 +917,7 @@ impl Shard {
                     out.extend_from_slice(&response.body);
                 }
                 Outcome {
+                    request_id: request_id.packed(),
                     status: response.status,
                     fault: None,
                     cpu_us,
@@ -923,7 +933,7 @@ impl Shard {
                         self.counters.fault_bad_response += 1
                     }
                 }
-                tracing::warn!(deployment = %name, kind = fault.kind(), "{fault}");
+                tracing::warn!(deployment = %name, request = %request_id, kind = fault.kind(), "{fault}");
                 let status = match (&fault, self.config.misbehave) {
                     (Fault::Timeout { .. }, Some(Misbehaviour::TimeoutAs500)) => 500,
                     _ => fault.http_status(),
@@ -933,6 +943,7 @@ impl Shard {
                 let extra = [("x-percore-fault", kind.as_bytes())];
                 respond_simple(out, status, &extra, &body, keep_alive, is_head);
                 Outcome {
+                    request_id: request_id.packed(),
                     status,
                     fault: Some(kind),
                     cpu_us,
@@ -1120,16 +1131,45 @@ fn body_complete(pending: &PendingRequest) -> bool {
     }
 }
 
-fn log_guest(deployment: &str, level: LogLevel, message: &str, fields: &[(String, String)]) {
+/// Which request, on which core: `c1-2041`. Tags the host's log lines about a request and the
+/// guest's own, and the request's invocation record.
+#[derive(Debug, Clone, Copy)]
+struct RequestId {
+    core: usize,
+    seq: u64,
+}
+
+impl RequestId {
+    /// Packed for the invocation record: core in the top 16 bits.
+    fn packed(self) -> u64 {
+        ((self.core as u64) << 48) | (self.seq & ((1 << 48) - 1))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "c{}-{}", self.core, self.seq)
+    }
+}
+
+fn log_guest(
+    deployment: &str,
+    request: RequestId,
+    level: LogLevel,
+    message: &str,
+    fields: &[(String, String)],
+) {
     let mut line = message.to_owned();
     for (k, v) in fields {
         line.push_str(&format!(" {k}={v}"));
     }
+    let request = tracing::field::display(request);
+    let deployment = tracing::field::display(deployment);
     match level {
-        LogLevel::Trace => tracing::trace!(deployment, "{line}"),
-        LogLevel::Debug => tracing::debug!(deployment, "{line}"),
-        LogLevel::Info => tracing::info!(deployment, "{line}"),
-        LogLevel::Warn => tracing::warn!(deployment, "{line}"),
-        LogLevel::Error => tracing::error!(deployment, "{line}"),
+        LogLevel::Trace => tracing::trace!(deployment, request, "{line}"),
+        LogLevel::Debug => tracing::debug!(deployment, request, "{line}"),
+        LogLevel::Info => tracing::info!(deployment, request, "{line}"),
+        LogLevel::Warn => tracing::warn!(deployment, request, "{line}"),
+        LogLevel::Error => tracing::error!(deployment, request, "{line}"),
     }
 }

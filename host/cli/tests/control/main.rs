@@ -796,3 +796,32 @@ fn least_recently_used_components_are_unmapped_and_come_back() {
     assert!(metric(text, "percore_core_artifacts_loaded_total", &[]) > 0.0);
     host.stop();
 }
+
+#[test]
+fn a_request_id_tags_the_guests_log_lines_and_its_invocation_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let host = Host::start(&state, &[]);
+    host.cli_ok(&["deploy", &guest("greeter"), "--route", "/"]);
+    assert_eq!(host.request("GET", "/?name=log", None).0, 200);
+    host.stop();
+    let db = rusqlite::Connection::open(state.join("percore.db")).unwrap();
+    let id: String = db
+        .query_row(
+            "SELECT request_id FROM invocations WHERE deployment = 'greeter'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(id.starts_with('c') && id.contains('-'), "{id}");
+    let log = std::fs::read_to_string(state.with_extension(format!("{}.log", std::process::id())))
+        .unwrap();
+    let tagged: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("deployment=greeter") && l.contains(&format!("request={id}")))
+        .collect();
+    assert!(
+        !tagged.is_empty(),
+        "no guest log line carries request={id}:\n{log}"
+    );
+}
