@@ -134,9 +134,9 @@ fn handle(
         ("GET", ["v1", "stats"]) => {
             let m = lock(&plane.metrics);
             let all: Vec<Value> = m
-                .deployments
-                .iter()
-                .map(|(n, d)| stats_json(n, d))
+                .deployments()
+                .into_iter()
+                .map(|(n, d)| stats_json(&n, d))
                 .collect();
             let mut total = percore_dataplane::Counters::default();
             for c in m.cores.values() {
@@ -162,7 +162,7 @@ fn handle(
         }
         ("GET", ["v1", "stats", name]) => {
             let m = lock(&plane.metrics);
-            match m.deployments.get(*name) {
+            match m.deployments().get(*name) {
                 Some(d) => Ok((200, stats_json(name, d))),
                 None if plane.exists(name) => {
                     Ok((200, stats_json(name, &DeploymentMetrics::default())))

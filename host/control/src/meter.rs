@@ -84,8 +84,8 @@ impl DeploymentMetrics {
 pub struct Metrics {
     /// Latest counters of each core.
     pub cores: BTreeMap<usize, Counters>,
-    /// Per deployment, by name.
-    pub deployments: BTreeMap<String, DeploymentMetrics>,
+    /// Per deployment, by record id (see [`Metrics::deployments`] for names).
+    pub by_id: HashMap<u32, DeploymentMetrics>,
     /// Deployment names by record id.
     pub names: HashMap<u32, String>,
     /// Invocation records received (requests they stand for).
@@ -102,6 +102,23 @@ pub struct Metrics {
     pub compile_cache_hits: u64,
     /// Deploys, updates and removals applied.
     pub deploys: u64,
+}
+
+impl Metrics {
+    /// Per deployment, by name (ids without a known name show as `#id`).
+    pub fn deployments(&self) -> BTreeMap<String, &DeploymentMetrics> {
+        self.by_id
+            .iter()
+            .map(|(id, m)| {
+                let name = self
+                    .names
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("#{id}"));
+                (name, m)
+            })
+            .collect()
+    }
 }
 
 /// Rows buffered before a write is forced.
@@ -172,14 +189,14 @@ impl Meter {
             if !batch.is_empty() {
                 let mut m = lock(&self.metrics);
                 for r in &batch {
-                    let name = m
-                        .names
-                        .get(&r.deployment)
-                        .cloned()
-                        .unwrap_or_else(|| format!("#{}", r.deployment));
                     m.requests_metered += u64::from(r.requests);
-                    m.deployments.entry(name.clone()).or_default().add(r);
+                    m.by_id.entry(r.deployment).or_default().add(r);
                     if self.sink.is_some() {
+                        let name = m
+                            .names
+                            .get(&r.deployment)
+                            .cloned()
+                            .unwrap_or_else(|| format!("#{}", r.deployment));
                         if pending.len() >= MAX_BACKLOG {
                             dropped += 1;
                             continue;

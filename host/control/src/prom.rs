@@ -42,14 +42,14 @@ impl Out {
 /// Render every metric.
 pub fn render(m: &Metrics, deployments: usize) -> String {
     let mut out = Out(String::new());
-    let d = &m.deployments;
+    let d = m.deployments();
 
     out.family(
         "percore_requests_total",
         "counter",
         "Requests served per deployment, by status class.",
     );
-    for (name, dm) in d {
+    for (name, dm) in &d {
         for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
             if dm.status_classes[i] > 0 || i == 1 {
                 out.sample(
@@ -65,7 +65,7 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
         "counter",
         "Guest faults per deployment, by kind.",
     );
-    for (name, dm) in d {
+    for (name, dm) in &d {
         for (kind, n) in &dm.errors {
             out.sample(
                 "percore_guest_faults_total",
@@ -79,7 +79,7 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
         "histogram",
         "Time from dispatch to response, per deployment.",
     );
-    for (name, dm) in d {
+    for (name, dm) in &d {
         let mut cumulative = 0;
         for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
             cumulative += dm.duration_buckets.get(i).copied().unwrap_or(0);
@@ -129,7 +129,7 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
         ),
     ] {
         out.family(metric, "counter", help);
-        for (name, dm) in d {
+        for (name, dm) in &d {
             out.sample(metric, &[("deployment", name)], get(dm));
         }
     }

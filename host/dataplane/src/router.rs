@@ -126,12 +126,15 @@ pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Vec<Ready>, Erro
 pub(crate) enum NativeHandler {
     /// Same answer as `examples-guests/hello`.
     Hello,
+    /// Same answer as `examples-guests/bench-json` (the handler of `benches/compare.sh`).
+    Json,
 }
 
 /// The native handler a component path names, if it is `native:<name>`.
 pub(crate) fn native_handler(component: &Path) -> Option<NativeHandler> {
     match component.to_str()?.strip_prefix("native:")? {
         "hello" => Some(NativeHandler::Hello),
+        "json" => Some(NativeHandler::Json),
         _ => None,
     }
 }

@@ -779,7 +779,7 @@ impl Shard {
         if let Some(native) = self.deployments[index].native {
             return Outcome {
                 request_id: request_id.packed(),
-                status: run_native(native, is_head, keep_alive, out),
+                status: run_native(native, request, is_head, keep_alive, out),
                 fault: None,
                 cpu_us: 0,
                 cold: false,
@@ -1081,8 +1081,33 @@ fn load(
     })
 }
 
-fn run_native(native: NativeHandler, is_head: bool, keep_alive: bool, out: &mut Vec<u8>) -> u16 {
+fn run_native(
+    native: NativeHandler,
+    request: &Request<'_>,
+    is_head: bool,
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) -> u16 {
     match native {
+        NativeHandler::Json => {
+            let path = request
+                .path_with_query
+                .split('?')
+                .next()
+                .unwrap_or(request.path_with_query);
+            let mut body = String::with_capacity(64);
+            body.push_str("{\"method\":");
+            json_quote(&mut body, request.method);
+            body.push_str(",\"path\":");
+            json_quote(&mut body, path);
+            body.push_str(&format!(",\"body_bytes\":{}}}\n", request.body.len()));
+            let headers = [("content-type", &b"application/json"[..])];
+            percore_http::write_head(out, 200, headers, body.len(), keep_alive);
+            if !is_head {
+                out.extend_from_slice(body.as_bytes());
+            }
+            200
+        }
         NativeHandler::Hello => {
             let body = b"Hello from percore!\n";
             let headers = [("content-type", &b"text/plain; charset=utf-8"[..])];
@@ -1093,6 +1118,20 @@ fn run_native(native: NativeHandler, is_head: bool, keep_alive: bool, out: &mut 
             200
         }
     }
+}
+
+/// Append `s` as a JSON string.
+fn json_quote(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// A host-made response; no body in answer to `HEAD`.
