@@ -135,7 +135,12 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
     }
 
     type Family = (&'static str, &'static str, fn(&Counters) -> u64);
-    let per_core: [Family; 10] = [
+    let per_core: [Family; 11] = [
+        (
+            "percore_core_bodies_streamed_total",
+            "Request bodies received straight into guest memory, per core.",
+            |c| c.bodies_streamed,
+        ),
         (
             "percore_core_artifacts_loaded_total",
             "Artifacts mapped on a deployment's first request on a core (cold starts from disk).",

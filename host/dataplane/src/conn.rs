@@ -15,6 +15,20 @@ pub(crate) struct PendingRequest {
     pub(crate) keep_alive: bool,
     pub(crate) body: Vec<u8>,
     pub(crate) body_left: BodyLeft,
+    /// The body is going straight into this instance's input region instead of `body`.
+    pub(crate) stream: Option<Streamed>,
+}
+
+/// A body being received into guest memory, and the instance it is in.
+#[derive(Debug)]
+pub(crate) struct Streamed {
+    pub(crate) instance: percore_engine::Instance,
+    pub(crate) body: percore_engine::StreamedBody,
+    /// The deployment (id and load generation) that must run it.
+    pub(crate) deployment: u32,
+    pub(crate) generation: u64,
+    /// The instance was created for this request.
+    pub(crate) cold: bool,
 }
 
 /// What is left of a pending body.
@@ -141,6 +155,11 @@ impl Conns {
         self.free.push(index);
         self.live -= 1;
         Some(conn)
+    }
+
+    /// Every live connection.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Conn> {
+        self.slots.iter().filter_map(|(_, c)| c.as_ref())
     }
 
     /// Tokens of every live connection.

@@ -42,6 +42,8 @@ pub struct Counters {
     pub request_copies: u64,
     /// Request bytes those copies moved.
     pub request_bytes_copied: u64,
+    /// Request bodies received straight into an instance's input region.
+    pub bodies_streamed: u64,
     /// Fresh instances created.
     pub instances_created: u64,
     /// Artifacts mapped on first use (cold deployments on this core).
@@ -80,6 +82,7 @@ impl Counters {
         self.request_copies += other.request_copies;
         self.request_bytes_copied += other.request_bytes_copied;
         self.instances_created += other.instances_created;
+        self.bodies_streamed += other.bodies_streamed;
         self.instance_resets += other.instance_resets;
         self.artifacts_loaded += other.artifacts_loaded;
         self.artifacts_evicted += other.artifacts_evicted;

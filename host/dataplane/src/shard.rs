@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant, SystemTime};
 
-use percore_engine::{Engine, Fault, Handler, Instance, Limits, LogLevel, Request};
+use percore_engine::{Engine, Fault, Handler, Instance, Limits, LogLevel, Request, StreamedBody};
 use percore_http::{BodyFraming, ChunkedDecoder, ParseError};
 use percore_rt::uring::{Event, Uring, UringConfig};
 
-use crate::conn::{BodyLeft, Conn, Conns, PendingRequest};
+use crate::conn::{BodyLeft, Conn, Conns, PendingRequest, Streamed};
 use crate::counters::Counters;
 use crate::link::{Command, InvocationRecord, Ready, Report, ShardLink};
 use crate::router::{NativeHandler, RouteSpec, Router, native_handler};
@@ -26,6 +26,11 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// not the host-side tables of the store (handles a guest took, such as WASI streams), so they
 /// are bounded by replacing the instance now and then.
 const MAX_REQUESTS_PER_INSTANCE: u64 = 10_000;
+/// Bodies from this size on are received straight into guest memory when they do not arrive
+/// with their head.
+const STREAM_MIN_BODY: usize = 64 << 10;
+/// Requests one core receives into guest memory at once (each holds an instance).
+const MAX_STREAMS: usize = 64;
 
 /// One deployment as loaded on one core.
 struct Deployed {
@@ -44,6 +49,9 @@ struct Deployed {
     artifact: PathBuf,
     /// The shard's request clock when this deployment last served (for LRU eviction).
     last_used: u64,
+    /// Which load of this deployment this is (a streamed body only runs on the version that
+    /// received it).
+    generation: u64,
     native: Option<NativeHandler>,
     limits: Arc<Limits>,
     config: Arc<BTreeMap<String, String>>,
@@ -84,6 +92,8 @@ pub(crate) struct Shard {
     overflow: Vec<InvocationRecord>,
     /// Requests dispatched (the LRU clock).
     clock: u64,
+    /// Versions loaded so far (each load gets the next number).
+    generations: u64,
     counters: Counters,
     conns: Conns,
     draining: bool,
@@ -119,6 +129,7 @@ impl Shard {
             link,
             overflow: Vec::new(),
             clock: 0,
+            generations: 0,
             counters: Counters::default(),
             conns: Conns::default(),
             draining: false,
@@ -143,7 +154,9 @@ impl Shard {
             let (seq, result) = match command {
                 Command::Deploy { seq, ready } => {
                     let result = match load(&self.engine, &self.config, &ready) {
-                        Ok(deployed) => {
+                        Ok(mut deployed) => {
+                            self.generations += 1;
+                            deployed.generation = self.generations;
                             let i = match self
                                 .deployments
                                 .iter()
@@ -178,6 +191,72 @@ impl Shard {
                 result,
             });
         }
+    }
+
+    /// Connections whose request body is being received into an instance's region (only
+    /// counted when a large body starts: a scan of the connection table is fine there).
+    fn streams_in_flight(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|c| c.pending.as_ref().is_some_and(|p| p.stream.is_some()))
+            .count()
+    }
+
+    /// Try to receive the rest of a large body straight into guest memory: route the request
+    /// now, take an instance and reserve its input region. `None`: buffer the body instead (no
+    /// route, a native or cold deployment, no region, too many streams in flight).
+    fn begin_stream(
+        &mut self,
+        head: &percore_http::Head<'_>,
+        body_len: usize,
+        first: &[u8],
+    ) -> Option<Streamed> {
+        if self.config.misbehave.is_some()
+            || self.config.input != percore_engine::InputPreference::Region
+            || body_len < STREAM_MIN_BODY
+            || self.streams_in_flight() >= MAX_STREAMS
+        {
+            return None;
+        }
+        let host = head
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| *v);
+        let index = self.router.route(host, head.target)?;
+        let length = body_len.to_string();
+        let headers = guest_headers(&head.headers, &length, body_len);
+        let request = Request {
+            method: head.method,
+            path_with_query: head.target,
+            headers: &headers,
+            body: &[],
+        };
+        let deployment = &mut self.deployments[index];
+        let handler = deployment.handler.as_ref()?;
+        let (mut instance, cold) = match deployment.pool.pop() {
+            Some(instance) => (instance, false),
+            None => {
+                let mut instance = handler
+                    .instantiate(deployment.limits.clone(), deployment.config.clone())
+                    .ok()?;
+                if deployment.reset && instance.prepare_reset().is_err() {
+                    return None;
+                }
+                self.counters.instances_created += 1;
+                (instance, true)
+            }
+        };
+        let mut body = instance.begin_streamed(&request, body_len).ok()??;
+        instance.stream_body(&mut body, first);
+        self.counters.bodies_streamed += 1;
+        Some(Streamed {
+            instance,
+            body,
+            deployment: deployment.id,
+            generation: deployment.generation,
+            cold,
+        })
     }
 
     /// Unmap least recently used components until at most `max_loaded_per_core` are mapped,
@@ -461,8 +540,9 @@ impl Shard {
         if conn.closing {
             return;
         }
-        if conn.inbuf.is_empty() && conn.pending.is_none() {
-            // The common case: parse straight from the receive buffer, no copy.
+        if conn.inbuf.is_empty() {
+            // The common case (and every piece of a body in progress): work straight from the
+            // receive buffer, no copy.
             let used = self.process(token, bytes);
             if let Some(conn) = self.conns.get_mut(token) {
                 // An incomplete head: keep its bytes (a pending body has taken its own already).
@@ -516,8 +596,11 @@ impl Shard {
                 };
                 pos += used;
                 if body_complete(&pending) {
-                    self.counters.request_copies += 1;
-                    self.counters.request_bytes_copied += pending.body.len() as u64;
+                    let streamed = pending.stream.take();
+                    if streamed.is_none() {
+                        self.counters.request_copies += 1;
+                        self.counters.request_bytes_copied += pending.body.len() as u64;
+                    }
                     let headers: Vec<(&str, &[u8])> = pending
                         .headers
                         .iter()
@@ -529,7 +612,7 @@ impl Shard {
                         headers: &headers,
                         keep_alive: pending.keep_alive,
                     };
-                    self.dispatch(token, &view, &pending.body);
+                    self.dispatch_with(token, &view, &pending.body, streamed);
                     continue;
                 }
                 if let Some(conn) = self.conns.get_mut(token) {
@@ -605,9 +688,18 @@ impl Shard {
                     }
                 }
                 BodyFraming::Length(n) => {
-                    let body = available.to_vec();
-                    let left = n - body.len();
+                    let left = n - available.len();
+                    let stream = self.begin_stream(&head, n, available);
+                    let body = match stream {
+                        Some(_) => Vec::new(),
+                        None => available.to_vec(),
+                    };
                     self.start_pending(token, &head, keep_alive, body, BodyLeft::Length(left));
+                    if let Some(conn) = self.conns.get_mut(token)
+                        && let Some(pending) = conn.pending.as_mut()
+                    {
+                        pending.stream = stream;
+                    }
                     return data.len();
                 }
             }
@@ -628,10 +720,14 @@ impl Shard {
         if head.expect_continue {
             conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        body.reserve(match &left {
-            BodyLeft::Length(n) => (*n).min(1 << 20),
-            BodyLeft::Chunked(_) => 0,
-        });
+        if body.is_empty() && matches!(left, BodyLeft::Length(n) if n >= STREAM_MIN_BODY) {
+            // Probably streamed into guest memory: reserve nothing here.
+        } else {
+            body.reserve(match &left {
+                BodyLeft::Length(n) => (*n).min(1 << 20),
+                BodyLeft::Chunked(_) => 0,
+            });
+        }
         conn.pending = Some(PendingRequest {
             method: head.method.to_owned(),
             target: head.target.to_owned(),
@@ -643,6 +739,7 @@ impl Shard {
             keep_alive,
             body,
             body_left: left,
+            stream: None,
         });
     }
 
@@ -662,6 +759,17 @@ impl Shard {
     /// Run one complete request and queue its response. The guest sees the decoded body, with no
     /// `transfer-encoding` and a `content-length` that gives the decoded length.
     fn dispatch(&mut self, token: u32, view: &View<'_>, body: &[u8]) {
+        self.dispatch_with(token, view, body, None);
+    }
+
+    /// [`Self::dispatch`], with the body possibly already in an instance's region.
+    fn dispatch_with(
+        &mut self,
+        token: u32,
+        view: &View<'_>,
+        body: &[u8],
+        streamed: Option<Streamed>,
+    ) {
         let started = Instant::now();
         let is_head = view.method == "HEAD";
         let keep_alive = view.keep_alive && !self.draining;
@@ -678,17 +786,9 @@ impl Shard {
         } else {
             body
         };
-        let length = body.len().to_string();
-        let headers: Vec<(&str, &[u8])> = view
-            .headers
-            .iter()
-            .filter(|(n, _)| {
-                !n.eq_ignore_ascii_case("transfer-encoding")
-                    && !n.eq_ignore_ascii_case("content-length")
-            })
-            .copied()
-            .chain((!body.is_empty()).then_some(("content-length", length.as_bytes())))
-            .collect();
+        let body_len = streamed.as_ref().map_or(body.len(), |s| s.body.len());
+        let length = body_len.to_string();
+        let headers = guest_headers(view.headers, &length, body_len);
         let headers = if misbehave == Some(Misbehaviour::DropRepeatedHeader) {
             let mut seen = std::collections::HashSet::new();
             headers
@@ -718,7 +818,30 @@ impl Shard {
                     body,
                 };
                 let before = out.len();
-                let outcome = self.run_guest(index, &request, is_head, keep_alive, &mut out);
+                // A streamed body is used only if the route still leads to the same version of
+                // the deployment that received it; otherwise the body is copied back out.
+                let copied_back;
+                let (request, streamed) = match streamed {
+                    Some(s)
+                        if self.deployments[index].id == s.deployment
+                            && self.deployments[index].generation == s.generation =>
+                    {
+                        (request, Some(s))
+                    }
+                    Some(s) => {
+                        copied_back = s.instance.streamed_bytes(&s.body);
+                        (
+                            Request {
+                                body: &copied_back,
+                                ..request
+                            },
+                            None,
+                        )
+                    }
+                    None => (request, None),
+                };
+                let outcome =
+                    self.run_guest(index, &request, streamed, is_head, keep_alive, &mut out);
                 let start_unix_us = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros() as u64)
@@ -754,12 +877,11 @@ impl Shard {
         &mut self,
         index: usize,
         request: &Request<'_>,
+        streamed: Option<Streamed>,
         is_head: bool,
         keep_alive: bool,
         out: &mut Vec<u8>,
     ) -> Outcome {
-        let mode = self.config.instances;
-        let input = self.config.input;
         // Tests of the suite: take any deployment's kept instance of the same component.
         let pool_index = match self.config.misbehave {
             Some(Misbehaviour::ReuseAcrossDeployments) => {
@@ -787,6 +909,20 @@ impl Shard {
         }
         let mut cold = false;
         self.deployments[index].last_used = self.clock;
+        if let Some(streamed) = streamed {
+            return self.finish_guest(
+                index,
+                pool_index,
+                request_id,
+                request,
+                Ok(streamed.instance),
+                Some(streamed.body),
+                streamed.cold,
+                is_head,
+                keep_alive,
+                out,
+            );
+        }
         if self.deployments[index].handler.is_none() {
             // A cold deployment on this core: map its artifact (no compilation).
             match self.engine.load_artifact(&self.deployments[index].artifact) {
@@ -847,10 +983,37 @@ impl Shard {
             }
             (None, None) => unreachable!("a deployment has a handler or a native handler"),
         };
+        self.finish_guest(
+            index, pool_index, request_id, request, instance, None, cold, is_head, keep_alive, out,
+        )
+    }
+
+    /// Run a request on `instance` (with its body streamed into the region already, or not),
+    /// then keep, reset or drop the instance, and write the response.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_guest(
+        &mut self,
+        index: usize,
+        pool_index: usize,
+        request_id: RequestId,
+        request: &Request<'_>,
+        instance: Result<Instance, Fault>,
+        streamed: Option<StreamedBody>,
+        cold: bool,
+        is_head: bool,
+        keep_alive: bool,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        let mode = self.config.instances;
+        let input = self.config.input;
+        let deployment = &mut self.deployments[index];
         let mut cpu_us = 0;
         let (result, keep) = match instance {
             Ok(mut instance) => {
-                let invocation = instance.handle(request, input);
+                let invocation = match streamed {
+                    Some(body) => instance.handle_streamed(request, body),
+                    None => instance.handle(request, input),
+                };
                 cpu_us = invocation.stats.cpu.as_micros() as u64;
                 self.counters.guest_requests += 1;
                 self.counters.request_copies += u64::from(invocation.stats.request_copies);
@@ -1071,6 +1234,7 @@ fn load(
         handler,
         artifact: ready.artifact.clone(),
         last_used: 0,
+        generation: 0,
         native,
         limits: Arc::new(spec.limits.clone()),
         config: Arc::new(spec.config.clone()),
@@ -1120,6 +1284,24 @@ fn run_native(
     }
 }
 
+/// The header fields a guest sees: framing fields replaced by one `content-length` giving the
+/// decoded body's length (none for an empty body).
+fn guest_headers<'a>(
+    headers: &[(&'a str, &'a [u8])],
+    length: &'a str,
+    body_len: usize,
+) -> Vec<(&'a str, &'a [u8])> {
+    headers
+        .iter()
+        .filter(|(n, _)| {
+            !n.eq_ignore_ascii_case("transfer-encoding")
+                && !n.eq_ignore_ascii_case("content-length")
+        })
+        .copied()
+        .chain((body_len > 0).then_some(("content-length", length.as_bytes())))
+        .collect()
+}
+
 /// Append `s` as a JSON string.
 fn json_quote(out: &mut String, s: &str) {
     out.push('"');
@@ -1155,7 +1337,12 @@ fn feed_body(pending: &mut PendingRequest, data: &[u8]) -> Result<usize, ParseEr
     match &mut pending.body_left {
         BodyLeft::Length(left) => {
             let take = (*left).min(data.len());
-            pending.body.extend_from_slice(&data[..take]);
+            match &mut pending.stream {
+                Some(s) => {
+                    s.instance.stream_body(&mut s.body, &data[..take]);
+                }
+                None => pending.body.extend_from_slice(&data[..take]),
+            }
             *left -= take;
             Ok(take)
         }

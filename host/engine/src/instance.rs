@@ -238,6 +238,33 @@ struct Region {
     capacity: usize,
 }
 
+/// A request body being received straight into an instance's input region, after the room for
+/// its head (see [`Instance::begin_streamed`]).
+#[derive(Debug)]
+pub struct StreamedBody {
+    region: Region,
+    head_len: usize,
+    body_len: usize,
+    written: usize,
+}
+
+impl StreamedBody {
+    /// Bytes the body will have.
+    pub fn len(&self) -> usize {
+        self.body_len
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.body_len == 0
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+}
+
 /// One live instance of a [`Handler`], serving requests one at a time.
 pub struct Instance {
     memories: HostMemoryStore<HostState>,
@@ -316,6 +343,122 @@ impl Instance {
                 self.usable = false;
                 Err(e.to_string())
             }
+        }
+    }
+
+    /// Get ready to receive a body of `body_len` bytes straight into guest memory: reserve an
+    /// input region for `head` (its `body` is ignored; its headers must be the ones the request
+    /// will run with) and the body. `Ok(None)`: this instance has no region (portable path).
+    pub fn begin_streamed(
+        &mut self,
+        head: &Request<'_>,
+        body_len: usize,
+    ) -> Result<Option<StreamedBody>, Fault> {
+        if !self.usable || !self.has_region_access() {
+            return Ok(None);
+        }
+        start_clock(self.memories.store());
+        let head_len = head.head_len();
+        let region = match self.ensure_region(head_len + body_len) {
+            Ok(Some(region)) => region,
+            Ok(None) => return Ok(None),
+            Err(fault) => {
+                self.usable = false;
+                return Err(fault);
+            }
+        };
+        Ok(Some(StreamedBody {
+            region,
+            head_len,
+            body_len,
+            written: 0,
+        }))
+    }
+
+    /// Append body bytes where the body goes in the region: the request's only host copy.
+    /// Returns how many bytes were taken (never past the declared length).
+    pub fn stream_body(&mut self, body: &mut StreamedBody, bytes: &[u8]) -> usize {
+        let take = bytes.len().min(body.body_len - body.written);
+        let at = body.region.offset + body.head_len + body.written;
+        if self.memories.write(0, at, &bytes[..take]).is_err() {
+            // Cannot happen: the region was checked against the memory, which only grows.
+            self.usable = false;
+            return take;
+        }
+        body.written += take;
+        take
+    }
+
+    /// The body received so far, copied out (for a request that cannot run here after all).
+    pub fn streamed_bytes(&self, body: &StreamedBody) -> Vec<u8> {
+        self.memories
+            .read(0, body.region.offset + body.head_len, body.written)
+            .unwrap_or_default()
+    }
+
+    /// Run a request whose body was streamed into the region. `head` must have the headers
+    /// given to [`Instance::begin_streamed`]; its `body` is ignored.
+    pub fn handle_streamed(&mut self, head: &Request<'_>, body: StreamedBody) -> Invocation {
+        self.requests += 1;
+        let total = body.head_len + body.body_len;
+        let mut stats = CallStats {
+            input: InputPath::Region,
+            cpu: Duration::ZERO,
+            wall: Duration::ZERO,
+            request_copies: 1,
+            request_bytes_copied: total,
+        };
+        {
+            let state = self.memories.store().data_mut();
+            state.logs.clear();
+            state.logs_dropped = 0;
+        }
+        let result = if !self.usable {
+            Err(Fault::Poisoned)
+        } else if head.head_len() != body.head_len || body.written != body.body_len {
+            Err(Fault::BadResponse {
+                reason: "host error: the streamed request does not match its reservation".into(),
+            })
+        } else {
+            start_clock(self.memories.store());
+            let filled = self
+                .memories
+                .fill(0, body.region.offset, body.head_len, |bytes| {
+                    head.encode_head(bytes);
+                });
+            let result = match filled {
+                Err(e) => Err(Fault::BadResponse {
+                    reason: format!("the input region is not writable: {e}"),
+                }),
+                Ok(()) => {
+                    let guest = self.bindings.edge_handler_guest();
+                    match guest.call_handle_region(
+                        self.memories.store(),
+                        body.head_len as u32,
+                        body.body_len as u32,
+                    ) {
+                        Ok(response) => {
+                            check_response(response, &self.memories.store_ref().data().limits)
+                        }
+                        Err(e) => Err(classify(self.memories.store(), e)),
+                    }
+                }
+            };
+            let state = self.memories.store().data();
+            stats.cpu = thread_cpu_time().saturating_sub(state.clock.cpu_start);
+            stats.wall = state.clock.wall_start.elapsed();
+            result
+        };
+        if result.is_err() {
+            self.usable = false;
+        }
+        let state = self.memories.store().data_mut();
+        state.drain_output();
+        Invocation {
+            result,
+            logs: std::mem::take(&mut state.logs),
+            logs_dropped: state.logs_dropped,
+            stats,
         }
     }
 

@@ -24,7 +24,9 @@ mod wasi;
 pub use config::{EngineConfig, Limits};
 pub use error::{Error, Fault, TimeoutKind};
 pub use host::{LogLevel, LogRecord, LogSource};
-pub use instance::{CallStats, Handler, InputPath, InputPreference, Instance, Invocation};
+pub use instance::{
+    CallStats, Handler, InputPath, InputPreference, Instance, Invocation, StreamedBody,
+};
 pub use message::{Request, Response};
 pub use percore_rt::host_memory::ResetStats;
 pub use state::check_resettable;

@@ -61,6 +61,12 @@ impl Request<'_> {
     /// `region`, which is exactly `head_len() + body.len()` bytes long. Offsets in the head
     /// count from the region's start. Header names are lowercased on the way.
     pub(crate) fn encode(&self, region: &mut [u8]) {
+        let data = self.encode_head(region);
+        region[data..].copy_from_slice(self.body);
+    }
+
+    /// Write the head alone into the first `head_len()` bytes of `region`; returns its length.
+    pub(crate) fn encode_head(&self, region: &mut [u8]) -> usize {
         let mut table = 0;
         let mut data = FIXED + self.headers.len() * ENTRY;
         put_bytes(region, &mut table, &mut data, self.method.as_bytes(), false);
@@ -77,7 +83,7 @@ impl Request<'_> {
             put_bytes(region, &mut table, &mut data, value, false);
         }
         debug_assert_eq!(data, self.head_len());
-        region[data..].copy_from_slice(self.body);
+        data
     }
 
     /// The record for the portable path (copies every byte once more on the host).

@@ -825,3 +825,32 @@ fn a_request_id_tags_the_guests_log_lines_and_its_invocation_record() {
         "no guest log line carries request={id}:\n{log}"
     );
 }
+
+#[test]
+fn a_large_body_goes_straight_into_guest_memory_with_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start(&dir.path().join("state"), &[]);
+    host.cli_ok(&["deploy", &guest("echo"), "--route", "/"]);
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let file = dir.path().join("body.bin");
+    std::fs::write(&file, &body).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-H", "Expect:", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(format!("http://{}/up", host.addr))
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout.len(), body.len());
+    assert!(out.stdout == body, "the echoed body differs");
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, metrics) = host.admin("GET", "/metrics", None, &[]);
+    let text = metrics.as_str().unwrap();
+    assert_eq!(
+        metric(text, "percore_core_bodies_streamed_total", &[]),
+        1.0,
+        "{text}"
+    );
+    // One host copy of the request's bytes: from the receive buffers into the region.
+    assert_eq!(metric(text, "percore_core_request_copies_total", &[]), 1.0);
+    host.stop();
+}

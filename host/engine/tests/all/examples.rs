@@ -209,3 +209,44 @@ fn a_reused_instance_serves_many_requests() {
     }
     assert!(instance.is_usable());
 }
+
+#[test]
+fn a_body_streamed_into_the_region_reaches_the_guest_unchanged() {
+    let handler = crate::handler("echo");
+    let mut instance = handler
+        .instantiate(Default::default(), Default::default())
+        .unwrap();
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let length = body.len().to_string();
+    let headers: [(&str, &[u8]); 1] = [("content-length", length.as_bytes())];
+    let head = percore_engine::Request {
+        method: "POST",
+        path_with_query: "/streamed",
+        headers: &headers,
+        body: &[],
+    };
+    let mut streamed = instance
+        .begin_streamed(&head, body.len())
+        .unwrap()
+        .expect("echo has an input region");
+    for chunk in body.chunks(16 << 10) {
+        assert_eq!(instance.stream_body(&mut streamed, chunk), chunk.len());
+    }
+    // Nothing past the declared length is taken.
+    assert_eq!(instance.stream_body(&mut streamed, b"extra"), 0);
+    assert_eq!(instance.streamed_bytes(&streamed), body);
+    let invocation = instance.handle_streamed(&head, streamed);
+    assert_eq!(invocation.stats.request_copies, 1);
+    assert_eq!(invocation.result.unwrap().body, body);
+    // The instance still answers normal requests afterwards.
+    let again = instance.handle(
+        &percore_engine::Request {
+            method: "POST",
+            path_with_query: "/",
+            headers: &[],
+            body: b"after",
+        },
+        InputPreference::Region,
+    );
+    assert_eq!(again.result.unwrap().body, b"after");
+}
