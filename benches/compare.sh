@@ -118,7 +118,9 @@ CONF
         $s $percore serve --cores 1 --listen "127.0.0.1:$port" target/guests/bench-json.wasm >"$tmp/server.log" 2>&1 &
         ;;
     wasmtime-serve)
-        $s $wasmtime serve --addr "127.0.0.1:$port" target/guests/wasi-http-json.wasm >"$tmp/server.log" 2>&1 &
+        # -Scli: Rust's std for wasm32-wasip2 imports wasi:cli (environment, exit) even in a
+        # wasi:http/proxy component.
+        $s $wasmtime serve -Scli --addr "127.0.0.1:$port" target/guests/wasi-http-json.wasm >"$tmp/server.log" 2>&1 &
         ;;
     esac
     server_pid=$!
