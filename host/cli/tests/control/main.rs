@@ -854,3 +854,37 @@ fn a_large_body_goes_straight_into_guest_memory_with_one_copy() {
     assert_eq!(metric(text, "percore_core_request_copies_total", &[]), 1.0);
     host.stop();
 }
+
+#[test]
+fn the_cbpf_program_steers_each_flow_to_the_core_that_received_it() {
+    if std::thread::available_parallelism().unwrap().get() < 2 {
+        eprintln!("skipped: needs two CPUs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start(&dir.path().join("state"), &[]);
+    host.cli_ok(&["deploy", &guest("hello"), "--route", "/"]);
+    // On loopback the SYN is processed on the sending CPU, so a client pinned to CPU n is
+    // accepted by core n's socket: the steering program, seen from outside.
+    let url = format!("http://{}/", host.addr);
+    for cpu in ["0", "1"] {
+        for _ in 0..10 {
+            let out = Command::new("taskset")
+                .args(["-c", cpu, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .output()
+                .unwrap();
+            assert_eq!(out.stdout, b"200");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, metrics) = host.admin("GET", "/metrics", None, &[]);
+    let text = metrics.as_str().unwrap();
+    for core in ["0", "1"] {
+        assert_eq!(
+            metric(text, "percore_core_connections_total", &[("core", core)]),
+            10.0,
+            "core {core}:\n{text}"
+        );
+    }
+    host.stop();
+}
