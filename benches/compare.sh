@@ -21,6 +21,7 @@
 # 17 minutes the first time; --no-wasmtime skips that line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 mode=short
 with_wasmtime=1
 for arg in "$@"; do
@@ -80,30 +81,7 @@ start_server() { # line
     local s="taskset -c $server_cpu"
     case "$1" in
     nginx)
-        mkdir -p "$tmp/nginx"
-        cat >"$tmp/nginx.conf" <<CONF
-worker_processes 1;
-worker_cpu_affinity 1;
-daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $tmp/nginx;
-    proxy_temp_path $tmp/nginx;
-    fastcgi_temp_path $tmp/nginx;
-    uwsgi_temp_path $tmp/nginx;
-    scgi_temp_path $tmp/nginx;
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            default_type application/json;
-            return 200 '{"method":"\$request_method","path":"\$uri","body_bytes":0}\n';
-        }
-    }
-}
-CONF
+        nginx_conf "$tmp" "$port" "application/json" '{"method":"$request_method","path":"$uri","body_bytes":0}\n'
         $s /usr/sbin/nginx -c "$tmp/nginx.conf" >"$tmp/server.log" 2>&1 &
         ;;
     tokio-hyper)
@@ -148,17 +126,7 @@ peak() { # prints requests/s
 }
 
 point() { # rate -> "achieved p50 p99 p99.9 errors" (ms)
-    taskset -c $client_cpu "$oha" -z ${point_s}s -q "$1" -c 16 --latency-correction --no-tui \
-        --output-format json "http://127.0.0.1:$port/" 2>/dev/null |
-        python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-s = d["summary"]; p = d["latencyPercentiles"]
-# Requests still in flight when the run ends are "aborted due to deadline": not server errors.
-errors = sum(v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline") + sum(v for k, v in d.get("statusCodeDistribution", {}).items() if k != "200")
-ms = lambda v: (v or 0) * 1e3
-print("%d %.3f %.3f %.3f %d" % (s["requestsPerSec"] or 0, ms(p["p50"]), ms(p["p99"]), ms(p["p99.9"]), errors))
-'
+    oha_point "http://127.0.0.1:$port/" "$1" ${point_s}
 }
 
 lines=(nginx tokio-hyper percore-native percore-wasm)

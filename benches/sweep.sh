@@ -15,6 +15,7 @@
 # Installs wrk and nginx-light (Debian) and oha (crates.io, into target/tools) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 duration=5
 if [ "${1:-}" = "--full" ]; then duration=20; fi
 server_cpu=0
@@ -61,27 +62,7 @@ start_server() { # name
         taskset -c $server_cpu $percore serve --cores 1 --listen 127.0.0.1:$port native:hello >"$tmp/server.log" 2>&1 &
         ;;
     nginx)
-        mkdir -p "$tmp/nginx"
-        cat >"$tmp/nginx.conf" <<CONF
-worker_processes 1;
-worker_cpu_affinity 1;
-daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $tmp/nginx;
-    proxy_temp_path $tmp/nginx;
-    fastcgi_temp_path $tmp/nginx;
-    uwsgi_temp_path $tmp/nginx;
-    scgi_temp_path $tmp/nginx;
-    server {
-        listen 127.0.0.1:$port;
-        location / { default_type "text/plain; charset=utf-8"; return 200 "Hello from percore!\n"; }
-    }
-}
-CONF
+        nginx_conf "$tmp" "$port" "text/plain; charset=utf-8" 'Hello from percore!\n'
         taskset -c $server_cpu /usr/sbin/nginx -c "$tmp/nginx.conf" >"$tmp/server.log" 2>&1 &
         ;;
     esac
@@ -106,17 +87,7 @@ peak() { # prints requests/s
 }
 
 point() { # rate -> "achieved p50 p99 p99.9 errors" (ms)
-    taskset -c $client_cpu "$oha" -z ${duration}s -q "$1" -c 16 --latency-correction --no-tui \
-        --output-format json "http://127.0.0.1:$port/" 2>/dev/null |
-        python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-s = d["summary"]; p = d["latencyPercentiles"]
-ok = sum(v for k, v in d.get("statusCodeDistribution", {}).items() if k == "200")
-# Requests still in flight when the run ends are "aborted due to deadline": not server errors.
-errors = sum(v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline") + sum(v for k, v in d.get("statusCodeDistribution", {}).items() if k != "200")
-print("%d %.3f %.3f %.3f %d" % (s["requestsPerSec"], p["p50"] * 1e3, p["p99"] * 1e3, p["p99.9"] * 1e3, errors))
-'
+    oha_point "http://127.0.0.1:$port/" "$1" ${duration}
 }
 
 echo "machine: $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

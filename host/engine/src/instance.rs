@@ -408,11 +408,7 @@ impl Instance {
             request_copies: 1,
             request_bytes_copied: total,
         };
-        {
-            let state = self.memories.store().data_mut();
-            state.logs.clear();
-            state.logs_dropped = 0;
-        }
+        self.begin_call();
         let result = if !self.usable {
             Err(Fault::Poisoned)
         } else if head.head_len() != body.head_len || body.written != body.body_len {
@@ -452,6 +448,18 @@ impl Instance {
         if result.is_err() {
             self.usable = false;
         }
+        self.finish_call(result, stats)
+    }
+
+    /// Forget the previous call's log records.
+    fn begin_call(&mut self) {
+        let state = self.memories.store().data_mut();
+        state.logs.clear();
+        state.logs_dropped = 0;
+    }
+
+    /// Collect what the guest printed and logged, and package the call's outcome.
+    fn finish_call(&mut self, result: Result<Response, Fault>, stats: CallStats) -> Invocation {
         let state = self.memories.store().data_mut();
         state.drain_output();
         Invocation {
@@ -488,11 +496,7 @@ impl Instance {
                 InputPath::Portable => 2 * total,
             },
         };
-        {
-            let state = self.memories.store().data_mut();
-            state.logs.clear();
-            state.logs_dropped = 0;
-        }
+        self.begin_call();
         let result = if self.usable {
             start_clock(self.memories.store());
             let result = match input {
@@ -514,14 +518,7 @@ impl Instance {
         } else {
             Err(Fault::Poisoned)
         };
-        let state = self.memories.store().data_mut();
-        state.drain_output();
-        Invocation {
-            result,
-            logs: std::mem::take(&mut state.logs),
-            logs_dropped: state.logs_dropped,
-            stats,
-        }
+        self.finish_call(result, stats)
     }
 
     fn call_region(&mut self, request: &Request<'_>, total: usize) -> Result<Response, Fault> {

@@ -182,6 +182,25 @@ fn curl(url: &str, method: &str, body: Option<&str>, headers: &[&str]) -> (u16, 
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
+/// `clients` curl processes, each sending `each` GETs to `url` on one keep-alive connection, at
+/// the same time. Returns how many were answered 200.
+fn get_many(url: &str, clients: usize, each: usize) -> usize {
+    let running: Vec<_> = (0..clients)
+        .map(|_| {
+            let mut cmd = Command::new("curl");
+            cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}\n"]);
+            for _ in 0..each {
+                cmd.arg(url);
+            }
+            cmd.output_in_background()
+        })
+        .collect();
+    running
+        .into_iter()
+        .map(|c| c.wait().lines().filter(|l| *l == "200").count())
+        .sum()
+}
+
 fn wrk() -> &'static str {
     for candidate in ["/usr/bin/wrk", "/usr/local/bin/wrk"] {
         if Path::new(candidate).exists() {
@@ -397,21 +416,7 @@ fn the_invocation_log_holds_every_request_after_a_clean_shutdown() {
         host.cli_ok(&["deploy", &guest("hostile"), "--route", "/h"]);
         // 4 clients x 300 requests, each client one keep-alive connection (curl reuses it).
         let url = format!("http://{}/", host.addr);
-        let clients: Vec<_> = (0..4)
-            .map(|_| {
-                let mut cmd = Command::new("curl");
-                cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}\n"]);
-                for _ in 0..300 {
-                    cmd.arg(&url);
-                }
-                cmd.output_in_background()
-            })
-            .collect();
-        let mut ok = 0;
-        for c in clients {
-            ok += c.wait().lines().filter(|l| *l == "200").count();
-        }
-        assert_eq!(ok, 1200);
+        assert_eq!(get_many(&url, 4, 300), 1200);
         // And some faults, which are invocations too.
         for _ in 0..5 {
             assert_eq!(host.request("GET", "/h/panic", None).0, 500);
@@ -700,21 +705,7 @@ fn the_invocation_log_goes_to_postgresql_when_configured() {
     let name = format!("pg{}", std::process::id());
     host.cli_ok(&["deploy", &guest("hello"), "--name", &name, "--route", "/"]);
     let base = format!("http://{}/", host.addr);
-    let clients: Vec<_> = (0..3)
-        .map(|_| {
-            let mut cmd = Command::new("curl");
-            cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}\n"]);
-            for _ in 0..400 {
-                cmd.arg(&base);
-            }
-            cmd.output_in_background()
-        })
-        .collect();
-    let ok: usize = clients
-        .into_iter()
-        .map(|c| c.wait().lines().filter(|l| *l == "200").count())
-        .sum();
-    assert_eq!(ok, 1200);
+    assert_eq!(get_many(&base, 3, 400), 1200);
     host.stop();
     let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     let row = db
@@ -870,7 +861,17 @@ fn the_cbpf_program_steers_each_flow_to_the_core_that_received_it() {
     for cpu in ["0", "1"] {
         for _ in 0..10 {
             let out = Command::new("taskset")
-                .args(["-c", cpu, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                .args([
+                    "-c",
+                    cpu,
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    &url,
+                ])
                 .output()
                 .unwrap();
             assert_eq!(out.stdout, b"200");
