@@ -46,7 +46,9 @@ pub enum InputPreference {
 pub struct CallStats {
     /// The path the request took.
     pub input: InputPath,
-    /// CPU time of the call on this thread.
+    /// CPU time of the call on this thread: read from the thread CPU clock when the call
+    /// outlived an epoch tick; a shorter call is charged its wall time (a guest cannot block
+    /// and its core is pinned, so the two differ only by interrupts).
     pub cpu: Duration,
     /// Wall-clock time of the call.
     pub wall: Duration,
@@ -161,9 +163,17 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Runs at every epoch tick while a guest runs: stop it once it is over budget.
-fn epoch_check(ctx: wasmtime::StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
-    let state = ctx.data();
-    if thread_cpu_time().saturating_sub(state.clock.cpu_start) > state.limits.cpu_budget {
+fn epoch_check(
+    mut ctx: wasmtime::StoreContextMut<'_, HostState>,
+) -> wasmtime::Result<UpdateDeadline> {
+    let now = thread_cpu_time();
+    let state = ctx.data_mut();
+    let elapsed = state.clock.wall_start.elapsed();
+    let cpu_start = *state
+        .clock
+        .cpu_start
+        .get_or_insert(now.saturating_sub(elapsed));
+    if now.saturating_sub(cpu_start) > state.limits.cpu_budget {
         return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Cpu)));
     }
     if state.clock.wall_start.elapsed() > state.limits.wall_deadline {
@@ -177,9 +187,17 @@ fn start_clock(store: &mut Store<HostState>) {
     state.memory.denied = false;
     state.clock = CallClock {
         wall_start: Instant::now(),
-        cpu_start: thread_cpu_time(),
+        cpu_start: None,
     };
     store.set_epoch_deadline(1);
+}
+
+/// CPU time of the call so far (see [`CallStats::cpu`]).
+fn call_cpu(clock: &CallClock) -> Duration {
+    match clock.cpu_start {
+        Some(start) => thread_cpu_time().saturating_sub(start),
+        None => clock.wall_start.elapsed(),
+    }
 }
 
 /// Turn an error from guest code into a [`Fault`].
@@ -441,7 +459,7 @@ impl Instance {
                 }
             };
             let state = self.memories.store().data();
-            stats.cpu = thread_cpu_time().saturating_sub(state.clock.cpu_start);
+            stats.cpu = call_cpu(&state.clock);
             stats.wall = state.clock.wall_start.elapsed();
             result
         };
@@ -509,7 +527,7 @@ impl Instance {
                 stats.request_bytes_copied = 2 * total;
             }
             let state = self.memories.store().data();
-            stats.cpu = thread_cpu_time().saturating_sub(state.clock.cpu_start);
+            stats.cpu = call_cpu(&state.clock);
             stats.wall = state.clock.wall_start.elapsed();
             if result.is_err() {
                 self.usable = false;
