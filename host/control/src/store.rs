@@ -257,7 +257,12 @@ impl Store {
         now: u64,
     ) -> Result<Stored, Error> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| db_error(&path, e))?;
+        // IMMEDIATE: take the write lock up front (waiting up to the busy timeout for the other
+        // writer, the invocation log), instead of failing when a read upgrades to a write.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| db_error(&path, e))?;
         let existing: Option<(u32, u64, u64)> = tx
             .query_row(
                 "SELECT id, version, created FROM deployments WHERE name = ?1",
@@ -322,7 +327,12 @@ impl Store {
             return Ok(());
         }
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| db_error(&path, e))?;
+        // IMMEDIATE: take the write lock up front (waiting up to the busy timeout for the other
+        // writer, the invocation log), instead of failing when a read upgrades to a write.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| db_error(&path, e))?;
         {
             let mut stmt = tx
                 .prepare_cached(
@@ -402,6 +412,40 @@ mod tests {
         assert!(store.remove("a").unwrap());
         assert!(!store.remove("a").unwrap());
         assert_eq!(store.deployments().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deploys_commit_while_the_invocation_log_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let mut deployer = Store::open(&path).unwrap();
+        let mut log = Store::open(&path).unwrap();
+        let row = LogRow {
+            request_id: "c0-1".into(),
+            deployment: "a".into(),
+            start_unix_us: 1,
+            duration_us: 2,
+            status: 200,
+            fault: None,
+            cpu_us: 1,
+            bytes_in: 10,
+            bytes_out: 20,
+            requests: 1,
+            cold_starts: 0,
+        };
+        let writer = std::thread::spawn(move || {
+            for _ in 0..200 {
+                log.append_log(&vec![row.clone(); 50]).unwrap();
+            }
+        });
+        // Each put reads, then writes: it must wait for the log's transactions, not fail.
+        for i in 0..200 {
+            deployer
+                .put("a", &format!("h{i}"), Path::new("/x"), None, &doc("/a"), i)
+                .unwrap();
+        }
+        writer.join().unwrap();
+        assert_eq!(deployer.deployments().unwrap()[0].version, 200);
     }
 
     #[test]
