@@ -113,21 +113,8 @@ start_server() { # line
     fi
 }
 
-stop_server() {
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-    sleep 0.5
-}
-
-peak() { # prints requests/s
-    taskset -c $client_cpu wrk -t1 -c16 -d${peak_s}s "http://127.0.0.1:$port/" |
-        awk '/Requests\/sec/ {printf "%d", $2}'
-}
-
-point() { # rate -> "achieved p50 p99 p99.9 errors" (ms)
-    oha_point "http://127.0.0.1:$port/" "$1" ${point_s}
-}
+peak() { wrk_peak "http://127.0.0.1:$port/" ${peak_s}; }              # prints requests/s
+point() { oha_point "http://127.0.0.1:$port/" "$1" ${point_s}; }         # "achieved p50 p99 p99.9 errors"
 
 lines=(nginx tokio-hyper percore-native percore-wasm)
 [ "$with_wasmtime" = 1 ] && lines+=(wasmtime-serve)

@@ -42,3 +42,16 @@ http {
 }
 CONF
 }
+
+# Closed-loop peak: wrk, one thread, 16 connections, for `seconds`. Prints requests/s.
+wrk_peak() { # url seconds
+    taskset -c "$client_cpu" wrk -t1 -c16 -d"${2}s" "$1" | awk '/Requests\/sec/ {printf "%d", $2}'
+}
+
+# Stop the server started last ($server_pid) and give the port a moment.
+stop_server() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+    sleep 0.5
+}

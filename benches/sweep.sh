@@ -74,21 +74,8 @@ start_server() { # name
     echo "$1 did not start:"; cat "$tmp/server.log"; exit 1
 }
 
-stop_server() {
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-    sleep 0.5
-}
-
-peak() { # prints requests/s
-    taskset -c $client_cpu wrk -t1 -c16 -d${duration}s "http://127.0.0.1:$port/" |
-        awk '/Requests\/sec/ {printf "%d", $2}'
-}
-
-point() { # rate -> "achieved p50 p99 p99.9 errors" (ms)
-    oha_point "http://127.0.0.1:$port/" "$1" ${duration}
-}
+peak() { wrk_peak "http://127.0.0.1:$port/" ${duration}; }              # prints requests/s
+point() { oha_point "http://127.0.0.1:$port/" "$1" ${duration}; }         # "achieved p50 p99 p99.9 errors"
 
 echo "machine: $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "pinning: server on CPU $server_cpu (one core), load generator on CPU $client_cpu; loopback; 16 connections; ${duration} s per point"
