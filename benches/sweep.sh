@@ -8,6 +8,7 @@
 #
 #   bash benches/sweep.sh            # short: about 3 minutes
 #   bash benches/sweep.sh --full     # longer runs per point
+#   PERCORE_BIN=/path/to/percore bash benches/sweep.sh   # measure another build (before/after)
 #
 # 1. Peak: wrk, 1 thread, 16 connections, closed loop.
 # 2. Sweep: oha at fixed offered rates (fractions of each line's peak) with latency correction
@@ -36,8 +37,14 @@ if [ ! -x "$oha" ]; then
 fi
 bash scripts/setup-guest-toolchain.sh >/dev/null
 cargo build-guests >/dev/null
-cargo build --quiet --release -p percore
-percore=target/release/percore
+if [ -n "${PERCORE_BIN:-}" ]; then
+    percore=$PERCORE_BIN
+else
+    cargo build --quiet --release -p percore
+    percore=target/release/percore
+fi
+echo "percore binary: $percore"
+
 
 tmp=$(mktemp -d)
 cleanup() { [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null; rm -rf "$tmp"; }

@@ -27,7 +27,10 @@ cargo build-guests
 step "format and lints"
 cargo fmt --all --check
 (cd examples-guests && cargo fmt --all --check)
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The test-only `--misbehave` switches exist only with this feature; the tests and the suite's
+# misbehaviour checks below use a build that has them.
+features=(--features percore/misbehave)
+cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
 
 step "SDK tests (native: region decoding, compile-fail messages)"
 (cd examples-guests && cargo test -p percore-guest -p percore-guest-macros)
@@ -36,10 +39,10 @@ step "host tests (rt, http, engine, data plane, control plane; PostgreSQL on loo
 trap 'bash scripts/pg-test-server.sh stop' EXIT
 PERCORE_TEST_POSTGRES=$(bash scripts/pg-test-server.sh start)
 export PERCORE_TEST_POSTGRES PERCORE_REQUIRE_POSTGRES=1
-cargo test --workspace
+cargo test --workspace "${features[@]}"
 
 step "build percore and the conformance runner"
-cargo build --workspace
+cargo build --workspace "${features[@]}"
 
 step "the suite catches a host that breaks a rule (percore serve --misbehave, test-only)"
 for pair in drop-repeated-header:headers-repeated ignore-memory-cap:fault-out-of-memory \
@@ -54,8 +57,17 @@ for pair in drop-repeated-header:headers-repeated ignore-memory-cap:fault-out-of
     echo "--misbehave $rule: $case fails, as it must"
 done
 
-step "conformance suite against percore serve"
+step "a build without the test feature carries none of the test-only switches"
+cargo build --quiet -p percore
+count=$(grep -aci misbehav target/debug/percore || true)
+echo "lines of target/debug/percore that mention misbehav: $count"
+[ "$count" = 0 ] || { echo "the product binary contains test-only code"; exit 1; }
+target/debug/percore serve --misbehave skip-reset target/guests/hello.wasm >target/misbehave-flag.log 2>&1 &&
+    { echo "percore serve accepted --misbehave without the test feature"; exit 1; }
+grep -q "unexpected argument '--misbehave'" target/misbehave-flag.log || { cat target/misbehave-flag.log; exit 1; }
+echo "no --misbehave in the product build"
+
+step "conformance suite against percore serve (the product build)"
 target/debug/percore-conformance \
     --host 'target/debug/percore serve --config {manifest}' \
     --json target/conformance.json --junit target/conformance.xml
-

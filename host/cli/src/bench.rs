@@ -171,6 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .instantiate(limits.clone(), config.clone())
             .map_err(|f| anyhow::anyhow!("{f}"))?;
         let resettable = check_resettable(&bytes)
+            .map_err(percore_engine::ResetError::from)
             .and_then(|()| instance.prepare_reset())
             .map_err(|why| println!("(no reset line: {why})"))
             .is_ok();

@@ -71,6 +71,7 @@ pub struct Args {
     #[arg(long, hide = true)]
     record_queue: Option<usize>,
     /// Break one rule of the contract on purpose. For testing the conformance suite only.
+    #[cfg(feature = "misbehave")]
     #[arg(long, hide = true, value_enum)]
     misbehave: Option<Misbehave>,
     #[command(flatten)]
@@ -78,6 +79,7 @@ pub struct Args {
 }
 
 /// `--misbehave` values (see `percore_dataplane::Misbehaviour`).
+#[cfg(feature = "misbehave")]
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Misbehave {
     DropRepeatedHeader,
@@ -88,6 +90,7 @@ enum Misbehave {
     SkipReset,
 }
 
+#[cfg(feature = "misbehave")]
 impl From<Misbehave> for percore_dataplane::Misbehaviour {
     fn from(m: Misbehave) -> Self {
         match m {
@@ -242,7 +245,7 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
         (Some(mode), _) => mode,
         (None, Some(mode)) => mode
             .parse()
-            .map_err(|e: String| anyhow::anyhow!("{}: {e}", path.display()))?,
+            .with_context(|| format!("{}", path.display()))?,
         (None, None) => InstanceMode::default(),
     };
     config.sqpoll = args.sqpoll || file.sqpoll;
@@ -305,6 +308,13 @@ fn default_state_dir() -> PathBuf {
     data.join("percore")
 }
 
+/// The state directory: `--state`, else the default one in operator mode, else none.
+fn state_dir(args: &Args) -> Option<PathBuf> {
+    args.state
+        .clone()
+        .or_else(|| operator_mode(args).then(default_state_dir))
+}
+
 /// The control plane's settings from the command line.
 fn control_config(
     args: &Args,
@@ -313,10 +323,7 @@ fn control_config(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<percore_control::ControlConfig> {
     let operator = operator_mode(args);
-    let state = args
-        .state
-        .clone()
-        .or_else(|| operator.then(default_state_dir));
+    let state = state_dir(args);
     let admin = match args.admin {
         Some(addr) => Some(addr),
         None if operator => Some(DEFAULT_ADMIN.parse()?),
@@ -406,7 +413,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => from_args(&args)?,
     };
     let mut config = config;
-    config.misbehave = args.misbehave.map(Into::into);
+    #[cfg(feature = "misbehave")]
+    {
+        config.misbehave = args.misbehave.map(Into::into);
+    }
+    // One artifact cache: the state directory's when there is one (the control plane compiles
+    // into it too), else the user's cache directory.
+    if let Some(state) = state_dir(&args) {
+        config.artifacts = state.join("artifacts");
+    }
     if let Some(n) = args.record_queue {
         config.record_queue = n;
     }
@@ -455,6 +470,7 @@ fn print_summary(c: &Counters) {
         faults_oom = c.fault_out_of_memory,
         faults_trap = c.fault_trap,
         faults_bad_response = c.fault_bad_response,
+        faults_host = c.fault_host,
         bad_requests = c.bad_requests,
         connections = c.connections,
         request_copies = c.request_copies,

@@ -31,24 +31,92 @@ use std::thread::JoinHandle;
 use percore_dataplane::{CoreLink, Ready};
 use percore_engine::{EngineConfig, Limits};
 
-pub use content::sha256;
 pub use meter::Metrics;
+/// SHA-256 of bytes, lowercase hex: how components are named.
+pub use percore_engine::sha256_hex as sha256;
 
-/// Errors of the control plane.
+/// Errors of the control plane. Each says what was being done; the cause is its
+/// [`source`](std::error::Error::source), so print the whole chain (`{:#}` with anyhow).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The state database cannot be used.
-    #[error("{0}")]
-    Database(String),
+    #[error("{context}")]
+    Database {
+        /// What was being done, and on which file.
+        context: String,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A record of the state database cannot be read back.
+    #[error("{context}")]
+    Record {
+        /// Which record.
+        context: String,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The PostgreSQL invocation log cannot be used.
+    #[cfg(feature = "postgres")]
+    #[error("{context}")]
+    Postgres {
+        /// What was being done, and on which server (without its password).
+        context: String,
+        /// What the client said.
+        #[source]
+        source: ::postgres::Error,
+    },
+    /// An invocation log in PostgreSQL was asked of a build without PostgreSQL support.
+    #[error("this percore was built without PostgreSQL support")]
+    NoPostgres,
     /// A file of the state directory cannot be read or written.
-    #[error("{0}")]
-    Io(String),
+    #[error("{context}")]
+    Io {
+        /// What was being done, and on which file.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin API would be reachable from other hosts without a bearer token.
+    #[error(
+        "admin API: {addr} is not a loopback address: set a bearer token (--admin-token or \
+         PERCORE_ADMIN_TOKEN) to expose the admin API"
+    )]
+    AdminNeedsToken {
+        /// The address it was to listen on.
+        addr: SocketAddr,
+    },
     /// The admin listener cannot be set up.
-    #[error("admin API: {0}")]
-    Admin(String),
+    #[error("admin API: {context}")]
+    Admin {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A bug or an impossible state.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// An error and its sources on one line, `error: source: source's source`, for messages that
+/// go out as text (API answers, logs). A source whose text ends the line already (some errors
+/// print their cause themselves) is not repeated.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
 }
 
 /// Where the invocation log goes.
@@ -104,17 +172,12 @@ impl Control {
             && !addr.ip().is_loopback()
             && config.token.as_deref().is_none_or(str::is_empty)
         {
-            return Err(Error::Admin(format!(
-                "{addr} is not a loopback address: set a bearer token (--admin-token or \
-                 PERCORE_ADMIN_TOKEN) to expose the admin API"
-            )));
+            return Err(Error::AdminNeedsToken { addr });
         }
         if let Some(dir) = &config.state {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Io(format!(
-                    "cannot create the state directory {}: {e}",
-                    dir.display()
-                ))
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                context: format!("cannot create the state directory {}", dir.display()),
+                source,
             })?;
         }
         let metrics = Arc::new(Mutex::new(Metrics::default()));
@@ -140,11 +203,7 @@ impl Control {
             #[cfg(feature = "postgres")]
             (LogTarget::Postgres(url), _) => Some(Box::new(postgres::Postgres::connect(url)?)),
             #[cfg(not(feature = "postgres"))]
-            (LogTarget::Postgres(_), _) => {
-                return Err(Error::Database(
-                    "this percore was built without PostgreSQL support".into(),
-                ));
-            }
+            (LogTarget::Postgres(_), _) => return Err(Error::NoPostgres),
         };
         let meter = meter::Meter {
             queues,
@@ -162,11 +221,15 @@ impl Control {
         let restored = plane.restore()?;
         let (admin, admin_addr) = match config.admin {
             Some(addr) => {
-                let listener = std::net::TcpListener::bind(addr)
-                    .map_err(|e| Error::Admin(format!("cannot listen on {addr}: {e}")))?;
-                let local = listener
-                    .local_addr()
-                    .map_err(|e| Error::Admin(e.to_string()))?;
+                let listener =
+                    std::net::TcpListener::bind(addr).map_err(|source| Error::Admin {
+                        context: format!("cannot listen on {addr}"),
+                        source,
+                    })?;
+                let local = listener.local_addr().map_err(|source| Error::Admin {
+                    context: "cannot read the listener's address".into(),
+                    source,
+                })?;
                 let handle = api::spawn(listener, plane, config.token.clone(), config.stop.clone())
                     .map_err(|e| Error::Internal(format!("cannot start the admin thread: {e}")))?;
                 (Some(handle), Some(local))

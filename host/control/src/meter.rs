@@ -7,7 +7,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use percore_dataplane::{Counters, InvocationRecord, LATENCY_BUCKETS_US, Report};
+use percore_dataplane::{ApplyError, Counters, InvocationRecord, LATENCY_BUCKETS_US, Report};
 
 use crate::Error;
 use crate::store::LogRow;
@@ -121,6 +121,10 @@ impl Metrics {
     }
 }
 
+/// One core's answer to a command: the core, the command's sequence number, and whether the
+/// core could apply it.
+pub type Applied = (usize, u64, Result<(), ApplyError>);
+
 /// Rows buffered before a write is forced.
 const BATCH: usize = 4096;
 /// Longest time rows wait before they are written.
@@ -135,7 +139,7 @@ pub struct Meter {
     /// Reports and records, per core.
     pub queues: Vec<(rtrb::Consumer<Report>, rtrb::Consumer<InvocationRecord>)>,
     /// Where [`Report::Applied`] goes (the deploy pipeline waits on it).
-    pub applied: Sender<(usize, u64, Result<(), String>)>,
+    pub applied: Sender<Applied>,
     /// Shared metrics.
     pub metrics: Arc<Mutex<Metrics>>,
     /// The invocation log, if any.
@@ -275,7 +279,8 @@ impl Meter {
             }
             Err(e) => {
                 lock(&self.metrics).log_errors += 1;
-                tracing::error!(sink = %sink.describe(), "cannot write the invocation log (will retry): {e}");
+                let why = crate::error_chain(&e);
+                tracing::error!(sink = %sink.describe(), "cannot write the invocation log (will retry): {why}");
             }
         }
     }

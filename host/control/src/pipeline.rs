@@ -10,14 +10,14 @@ use std::time::{Duration, Instant, SystemTime};
 use percore_dataplane::{
     Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, Ready, RouteSpec,
 };
-use percore_engine::{Engine, EngineConfig, Limits};
+use percore_engine::{ArtifactCache, Cached, Engine, EngineConfig, Limits, NotResettable};
 use percore_rt::notify::Notifier;
 use serde_json::{Value, json};
 
 use crate::content::{Content, is_sha256};
-use crate::meter::{Metrics, lock};
+use crate::meter::{Applied, Metrics, lock};
 use crate::store::{DeploymentDoc, RouteDoc, Store, Stored};
-use crate::{ControlConfig, Error};
+use crate::{ControlConfig, Error, error_chain};
 
 /// How long a change may take to reach every core.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -66,13 +66,15 @@ pub struct Plane {
     defaults: Limits,
     pub max_upload: usize,
     content: Option<Content>,
+    /// Compiled components: `artifacts/` of the state directory, else the user's cache.
+    artifacts: ArtifactCache,
     store: Option<Store>,
     /// Deployments made through the API (persisted when there is a state directory).
     dynamic: BTreeMap<String, Stored>,
     /// Deployments of the configuration file or command line.
     fixed: Vec<Ready>,
     producers: Vec<(rtrb::Producer<Command>, Arc<Notifier>)>,
-    applied: Receiver<(usize, u64, Result<(), String>)>,
+    applied: Receiver<Applied>,
     seq: u64,
     pub metrics: Arc<Mutex<Metrics>>,
     /// Ids for API deployments when nothing is persisted.
@@ -114,23 +116,28 @@ impl Plane {
     pub fn new(
         config: &ControlConfig,
         producers: Vec<(rtrb::Producer<Command>, Arc<Notifier>)>,
-        applied: Receiver<(usize, u64, Result<(), String>)>,
+        applied: Receiver<Applied>,
         metrics: Arc<Mutex<Metrics>>,
     ) -> Result<Self, Error> {
-        let (content, store) = match &config.state {
+        let (content, artifacts, store) = match &config.state {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::Io(format!(
-                        "cannot create the state directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-                let content = Content::new(dir, &config.engine)
-                    .map_err(|e| Error::Io(format!("state directory {}: {e}", dir.display())))?;
+                let io = |source| Error::Io {
+                    context: format!("state directory {}", dir.display()),
+                    source,
+                };
+                std::fs::create_dir_all(dir).map_err(io)?;
+                let content = Content::new(dir).map_err(io)?;
+                let artifacts = ArtifactCache::new(dir.join("artifacts"), &config.engine);
+                // Find an unwritable state directory now rather than at the first deploy.
+                std::fs::create_dir_all(artifacts.dir()).map_err(io)?;
                 let store = Store::open(&dir.join("percore.db"))?;
-                (Some(content), Some(store))
+                (Some(content), artifacts, Some(store))
             }
-            None => (None, None),
+            None => (
+                None,
+                ArtifactCache::new(ArtifactCache::default_dir(), &config.engine),
+                None,
+            ),
         };
         Ok(Self {
             engine_config: config.engine.clone(),
@@ -138,6 +145,7 @@ impl Plane {
             defaults: config.default_limits.clone(),
             max_upload: config.max_upload,
             content,
+            artifacts,
             store,
             dynamic: BTreeMap::new(),
             fixed: config.fixed.clone(),
@@ -147,15 +155,6 @@ impl Plane {
             metrics,
             next_id: crate::store::FIRST_ID,
         })
-    }
-
-    fn engine(&mut self) -> Result<&Engine, Failure> {
-        if self.engine.is_none() {
-            let engine = Engine::without_ticker(self.engine_config.clone())
-                .map_err(|e| fail(500, format!("cannot create the compiler: {e}")))?;
-            self.engine = Some(engine);
-        }
-        Ok(self.engine.as_ref().expect("just set"))
     }
 
     /// Put every persisted deployment back on the cores. Artifacts are reused; a missing one is
@@ -172,18 +171,29 @@ impl Plane {
                 continue;
             }
             let mut row = row;
+            // The reason recorded at deploy, read back: a restart parses no component unless
+            // its artifact is missing (then it is compiled and checked again).
+            let mut resettable = match &row.not_resettable {
+                None => Ok(()),
+                Some(why) => Err(NotResettable::Recorded(why.clone())),
+            };
             if !row.artifact.exists() {
                 tracing::warn!(deployment = %row.name, artifact = %row.artifact.display(), "artifact missing: compiling the stored component again");
-                match self.compile_stored(&row.component) {
+                let compiled = self.stored_component(&row.component).and_then(|bytes| {
+                    resettable = percore_engine::check_resettable(&bytes);
+                    self.compile_into(&bytes).map(|cached| cached.path)
+                });
+                match compiled {
                     Ok(path) => row.artifact = path,
                     Err(f) => {
                         tracing::error!(deployment = %row.name, "cannot restore: {}", f.message);
                         continue;
                     }
                 }
+                row.not_resettable = resettable.as_ref().err().map(ToString::to_string);
             }
             lock(&self.metrics).names.insert(row.id, row.name.clone());
-            let ready = self.ready(&row);
+            let ready = self.ready(&row, resettable);
             if let Err(f) = self.broadcast(|seq| Command::Deploy {
                 seq,
                 ready: Box::new(ready.clone()),
@@ -199,43 +209,36 @@ impl Plane {
         Ok(restored)
     }
 
-    fn compile_stored(&mut self, hash: &str) -> Result<PathBuf, Failure> {
+    /// The bytes of a component in the state directory.
+    fn stored_component(&self, hash: &str) -> Result<Vec<u8>, Failure> {
         let content = self
             .content
-            .clone()
+            .as_ref()
             .ok_or_else(|| fail(500, "no state directory"))?;
-        let bytes = content
+        content
             .component(hash)
-            .map_err(|e| fail(500, format!("stored component {hash}: {e}")))?;
-        self.compile_into(&content, hash, &bytes)
+            .map_err(|e| fail(500, format!("stored component {hash}: {e}")))
     }
 
     /// Compile unless this component's artifact for this engine exists already.
-    fn compile_into(
-        &mut self,
-        content: &Content,
-        hash: &str,
-        bytes: &[u8],
-    ) -> Result<PathBuf, Failure> {
-        let path = content.artifact_path(hash);
-        if path.exists() {
-            lock(&self.metrics).compile_cache_hits += 1;
-            return Ok(path);
-        }
+    fn compile_into(&mut self, bytes: &[u8]) -> Result<Cached, Failure> {
         let started = Instant::now();
-        let artifact = self
-            .engine()?
-            .compile(bytes)
-            .map_err(|e| fail(400, format!("the component was refused: {e}")))?;
-        percore_engine::write_artifact(&path, &artifact).map_err(|e| {
-            fail(
-                500,
-                format!("cannot write the artifact {}: {e}", path.display()),
-            )
-        })?;
-        lock(&self.metrics).compilations += 1;
-        tracing::info!(component = %hash, ms = started.elapsed().as_millis() as u64, "compiled");
-        Ok(path)
+        let engine = compiler(&mut self.engine, &self.engine_config)?;
+        let cached =
+            self.artifacts
+                .get_or_compile(engine, bytes)
+                .map_err(|e| match e {
+                    percore_engine::Error::WriteArtifact { .. }
+                    | percore_engine::Error::Engine(_) => fail(500, error_chain(&e)),
+                    e => fail(400, format!("the component was refused: {e}")),
+                })?;
+        if cached.compiled {
+            lock(&self.metrics).compilations += 1;
+            tracing::info!(component = %cached.component_sha256, ms = started.elapsed().as_millis() as u64, "compiled");
+        } else {
+            lock(&self.metrics).compile_cache_hits += 1;
+        }
+        Ok(cached)
     }
 
     fn limits(&self, doc: &DeploymentDoc) -> (Limits, usize) {
@@ -254,7 +257,7 @@ impl Plane {
         )
     }
 
-    fn ready(&self, row: &Stored) -> Ready {
+    fn ready(&self, row: &Stored, resettable: Result<(), NotResettable>) -> Ready {
         let (limits, max_instances) = self.limits(&row.doc);
         Ready {
             id: row.id,
@@ -275,10 +278,7 @@ impl Plane {
                 max_instances_per_core: max_instances,
             },
             artifact: row.artifact.clone(),
-            resettable: match &row.not_resettable {
-                None => Ok(()),
-                Some(why) => Err(why.clone()),
-            },
+            resettable,
         }
     }
 
@@ -312,10 +312,11 @@ impl Plane {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.applied.recv_timeout(left) {
                 Ok((_, s, _)) if s != seq => continue,
-                Ok((core, _, result)) => {
+                Ok((_, _, result)) => {
                     pending -= 1;
                     if let Err(e) = result {
-                        errors.push(format!("core {core}: {e}"));
+                        // The error names its core.
+                        errors.push(error_chain(&e));
                     }
                 }
                 Err(_) => {
@@ -446,26 +447,20 @@ impl Plane {
                 ));
             }
         };
-        // Validate and compile (once per component and engine), then store.
-        let (hash, artifact) = match self.content.clone() {
-            Some(content) => {
-                let hash = content
-                    .put_component(&bytes)
-                    .map_err(|e| fail(500, format!("cannot store the component: {e}")))?;
-                let artifact = self.compile_into(&content, &hash, &bytes)?;
-                (hash, artifact)
-            }
-            None => {
-                // Nothing persisted: compile into the shared artifact cache.
-                let hash = crate::sha256(&bytes);
-                let dir = std::env::temp_dir().join(format!("percore-{}", std::process::id()));
-                let content = Content::new(&dir, &self.engine_config)
-                    .map_err(|e| fail(500, format!("{}: {e}", dir.display())))?;
-                let artifact = self.compile_into(&content, &hash, &bytes)?;
-                (hash, artifact)
-            }
-        };
-        let not_resettable = percore_engine::check_resettable(&bytes).err();
+        // Store, then validate and compile (once per component and engine). Without a state
+        // directory nothing is stored and the artifact goes to the user's artifact cache.
+        if let Some(content) = &self.content {
+            content
+                .put_component(&bytes)
+                .map_err(|e| fail(500, format!("cannot store the component: {e}")))?;
+        }
+        let Cached {
+            path: artifact,
+            component_sha256: hash,
+            ..
+        } = self.compile_into(&bytes)?;
+        let resettable = percore_engine::check_resettable(&bytes);
+        let not_resettable = resettable.as_ref().err().map(ToString::to_string);
         let updated = self.dynamic.contains_key(name);
         let row = match &mut self.store {
             Some(store) => store
@@ -477,7 +472,7 @@ impl Plane {
                     &doc,
                     now(),
                 )
-                .map_err(|e| fail(500, e.to_string()))?,
+                .map_err(|e| fail(500, error_chain(&e)))?,
             None => {
                 let (id, version, created) = match self.dynamic.get(name) {
                     Some(old) => (old.id, old.version + 1, old.created),
@@ -500,7 +495,7 @@ impl Plane {
             }
         };
         lock(&self.metrics).names.insert(row.id, row.name.clone());
-        let ready = self.ready(&row);
+        let ready = self.ready(&row, resettable);
         self.dynamic.insert(name.to_owned(), row.clone());
         self.broadcast(|seq| Command::Deploy {
             seq,
@@ -562,7 +557,7 @@ impl Plane {
             return Err(fail(404, format!("no deployment `{name}`")));
         }
         if let Some(store) = &mut self.store {
-            store.remove(name).map_err(|e| fail(500, e.to_string()))?;
+            store.remove(name).map_err(|e| fail(500, error_chain(&e)))?;
         }
         let row = self.dynamic.remove(name).expect("checked above");
         let owned = name.to_owned();
@@ -634,6 +629,20 @@ impl Plane {
     pub fn exists(&self, name: &str) -> bool {
         self.dynamic.contains_key(name) || self.fixed.iter().any(|f| f.spec.name == name)
     }
+}
+
+/// The compiler, created at the first compilation (a host that restores its deployments from
+/// their artifacts never needs one).
+fn compiler<'a>(
+    engine: &'a mut Option<Engine>,
+    config: &EngineConfig,
+) -> Result<&'a Engine, Failure> {
+    if engine.is_none() {
+        let created = Engine::without_ticker(config.clone())
+            .map_err(|e| fail(500, format!("cannot create the compiler: {e}")))?;
+        *engine = Some(created);
+    }
+    Ok(engine.as_ref().expect("just created"))
 }
 
 fn show_route(r: &RouteDoc) -> String {

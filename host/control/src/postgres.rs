@@ -60,7 +60,10 @@ fn redact(url: &str) -> String {
 }
 
 fn open(url: &str) -> Result<(Client, Statement), Error> {
-    let fail = |e: postgres::Error| Error::Database(format!("PostgreSQL {}: {e}", redact(url)));
+    let fail = |source| Error::Postgres {
+        context: format!("PostgreSQL {}", redact(url)),
+        source,
+    };
     let mut client = Client::connect(url, NoTls).map_err(fail)?;
     client.batch_execute(SCHEMA).map_err(fail)?;
     let insert = client.prepare(INSERT).map_err(fail)?;
@@ -120,10 +123,10 @@ impl LogSink for Postgres {
                 if client.is_closed() {
                     self.conn = None;
                 }
-                Err(Error::Database(format!(
-                    "PostgreSQL {}: {e}",
-                    redact(&self.url)
-                )))
+                Err(Error::Postgres {
+                    context: format!("PostgreSQL {}", redact(&self.url)),
+                    source: e,
+                })
             }
         }
     }

@@ -66,12 +66,22 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
         "Guest faults per deployment, by kind.",
     );
     for (name, dm) in &d {
-        for (kind, n) in &dm.errors {
+        for (kind, n) in dm.errors.iter().filter(|(kind, _)| **kind != "host") {
             out.sample(
                 "percore_guest_faults_total",
                 &[("deployment", name), ("kind", kind)],
                 n,
             );
+        }
+    }
+    out.family(
+        "percore_host_faults_total",
+        "counter",
+        "Requests the host itself failed (x-percore-fault: host), per deployment.",
+    );
+    for (name, dm) in &d {
+        if let Some(n) = dm.errors.get("host") {
+            out.sample("percore_host_faults_total", &[("deployment", name)], n);
         }
     }
     out.family(
@@ -135,7 +145,7 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
     }
 
     type Family = (&'static str, &'static str, fn(&Counters) -> u64);
-    let per_core: [Family; 11] = [
+    let per_core: [Family; 12] = [
         (
             "percore_core_bodies_streamed_total",
             "Request bodies received straight into guest memory, per core.",
@@ -170,6 +180,11 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
             "percore_core_bad_requests_total",
             "Malformed or over-limit requests, per core.",
             |c| c.bad_requests,
+        ),
+        (
+            "percore_core_host_faults_total",
+            "Requests the host itself failed, per core.",
+            |c| c.fault_host,
         ),
         (
             "percore_core_instances_created_total",

@@ -142,8 +142,11 @@ pub struct Store {
     path: PathBuf,
 }
 
-fn db_error(path: &Path, e: rusqlite::Error) -> Error {
-    Error::Database(format!("{}: {e}", path.display()))
+fn db_error(path: &Path, source: rusqlite::Error) -> Error {
+    Error::Database {
+        context: path.display().to_string(),
+        source,
+    }
 }
 
 impl Store {
@@ -176,24 +179,22 @@ impl Store {
                 .execute_batch("BEGIN IMMEDIATE; PRAGMA user_version = 1; COMMIT;")?;
             Ok(())
         };
-        check().map_err(|e| {
-            Error::Database(format!(
-                "the state database {} cannot be used: {e}{}",
-                path.display(),
-                match &e {
-                    rusqlite::Error::SqliteFailure(f, _)
-                        if f.code == rusqlite::ErrorCode::NotADatabase =>
-                    {
-                        " (the file is corrupt or not SQLite: move it away or restore a backup)"
-                    }
-                    rusqlite::Error::SqliteFailure(f, _)
-                        if f.code == rusqlite::ErrorCode::ReadOnly =>
-                    {
-                        " (the file or its directory is read-only)"
-                    }
-                    _ => "",
+        check().map_err(|source| {
+            let hint = match &source {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    " (the file is corrupt or not SQLite: move it away or restore a backup)"
                 }
-            ))
+                rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly => {
+                    " (the file or its directory is read-only)"
+                }
+                _ => "",
+            };
+            Error::Database {
+                context: format!("the state database {} cannot be used{hint}", path.display()),
+                source,
+            }
         })?;
         Ok(store)
     }
@@ -233,12 +234,13 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (mut stored, doc) = row.map_err(|e| db_error(&self.path, e))?;
-            stored.doc = serde_json::from_str(&doc).map_err(|e| {
-                Error::Database(format!(
-                    "{}: deployment `{}` has an unreadable record: {e}",
+            stored.doc = serde_json::from_str(&doc).map_err(|source| Error::Record {
+                context: format!(
+                    "{}: deployment `{}` has an unreadable record",
                     self.path.display(),
                     stored.name
-                ))
+                ),
+                source,
             })?;
             out.push(stored);
         }

@@ -1,105 +1,230 @@
-//! One client connection's state.
+//! One client connection: its socket, what it has received and not answered yet (its
+//! [`Intake`]), what it has to send, and where it is in its life. The event loop only calls
+//! methods here; no other module sets a connection's state.
 
 use std::net::TcpStream;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use percore_http::ChunkedDecoder;
+use crate::intake::{Intake, IntakeSettings, Serve};
 
-/// A request whose head has arrived but whose body is still coming: the head is copied out of
-/// the receive buffer so that the buffer can go back to the kernel.
-#[derive(Debug)]
-pub(crate) struct PendingRequest {
-    pub(crate) method: String,
-    pub(crate) target: String,
-    pub(crate) headers: Vec<(String, Vec<u8>)>,
-    pub(crate) keep_alive: bool,
-    pub(crate) body: Vec<u8>,
-    pub(crate) body_left: BodyLeft,
-    /// The body is going straight into this instance's input region instead of `body`.
-    pub(crate) stream: Option<Streamed>,
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    /// Reading requests and answering them.
+    Open,
+    /// No more requests are read; the connection closes once its output is flushed.
+    Closing,
+    /// The socket failed (reset, send error): nothing more can be sent.
+    Broken,
 }
 
-/// A body being received into guest memory, and the instance it is in.
-#[derive(Debug)]
-pub(crate) struct Streamed {
-    pub(crate) instance: percore_engine::Instance,
-    pub(crate) body: percore_engine::StreamedBody,
-    /// The deployment (id and load generation) that must run it.
-    pub(crate) deployment: u32,
-    pub(crate) generation: u64,
-    /// The instance was created for this request.
-    pub(crate) cold: bool,
+/// The connection's multishot receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recv {
+    /// Armed: completions may still arrive.
+    Armed,
+    /// A cancel was submitted; the final completion has not arrived yet.
+    Cancelling,
+    /// Ended: no completion will arrive.
+    Ended,
 }
 
-/// What is left of a pending body.
-#[derive(Debug)]
-pub(crate) enum BodyLeft {
-    /// This many bytes (`Content-Length`).
-    Length(usize),
-    /// Until the chunked decoder says done.
-    Chunked(ChunkedDecoder),
+/// What the event loop must do for a connection after handing its output to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Closing {
+    /// Shut down the sending side (everything has been sent).
+    pub(crate) shutdown: bool,
+    /// Cancel the multishot receive.
+    pub(crate) cancel_recv: bool,
+    /// Nothing is in flight any more: drop the connection.
+    pub(crate) remove: bool,
 }
 
 /// A connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
-    /// Bytes of a request head not complete yet (copied out of the receive buffers).
-    pub(crate) inbuf: Vec<u8>,
-    /// A request whose body is not complete yet.
-    pub(crate) pending: Option<PendingRequest>,
-    /// Response bytes not handed to the kernel yet.
-    pub(crate) out: Vec<u8>,
+    stream: TcpStream,
+    /// Requests received and not answered yet.
+    intake: Intake,
+    /// Response bytes not handed to the kernel yet, in request order.
+    out: Vec<u8>,
     /// An empty buffer to reuse for the next send.
-    pub(crate) spare: Vec<u8>,
+    spare: Vec<u8>,
     /// A send is in flight (its buffer belongs to the ring).
-    pub(crate) sending: bool,
-    /// The multishot receive is armed.
-    pub(crate) recv_armed: bool,
-    /// No more requests are read; close once the output is flushed.
-    pub(crate) closing: bool,
+    sending: bool,
     /// The peer closed its sending side (it may still read).
-    pub(crate) peer_closed: bool,
-    /// The connection failed (reset, send error): nothing more can be sent.
-    pub(crate) broken: bool,
-    /// A cancel of the receive was submitted.
-    pub(crate) cancelled: bool,
-    /// When a request has started, the instant by which it must be complete.
-    pub(crate) request_deadline: Option<Instant>,
+    peer_closed: bool,
+    life: Life,
+    recv: Recv,
     /// Last time bytes moved.
-    pub(crate) last_active: Instant,
+    last_active: Instant,
 }
 
 impl Conn {
+    /// A new connection whose multishot receive is armed.
     pub(crate) fn new(stream: TcpStream, now: Instant) -> Self {
         Self {
             stream,
-            inbuf: Vec::new(),
-            pending: None,
+            intake: Intake::default(),
             out: Vec::new(),
             spare: Vec::new(),
             sending: false,
-            recv_armed: false,
-            closing: false,
             peer_closed: false,
-            broken: false,
-            cancelled: false,
-            request_deadline: None,
+            life: Life::Open,
+            recv: Recv::Armed,
             last_active: now,
         }
     }
 
-    /// Whether part of a request has been received and not answered.
-    pub(crate) fn mid_request(&self) -> bool {
-        !self.inbuf.is_empty() || self.pending.is_some()
+    /// The socket.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
     }
 
-    /// Whether the connection can be dropped: nothing in flight and nothing left to say.
-    pub(crate) fn finished(&self) -> bool {
-        (self.closing || self.peer_closed)
+    /// Answer without reading anything more, then close (overload, shutdown).
+    pub(crate) fn answer_and_close(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.out);
+        self.close();
+    }
+
+    /// Read no more requests; close once the output is flushed.
+    pub(crate) fn close(&mut self) {
+        if self.life == Life::Open {
+            self.life = Life::Closing;
+        }
+    }
+
+    /// Whether requests are still read.
+    pub(crate) fn is_open(&self) -> bool {
+        self.life == Life::Open
+    }
+
+    /// Bytes arrived: answer every complete request in them through `server`.
+    pub(crate) fn on_bytes(
+        &mut self,
+        bytes: &[u8],
+        server: &mut impl Serve,
+        settings: &IntakeSettings<'_>,
+    ) {
+        self.last_active = settings.now;
+        if self.life != Life::Open {
+            return;
+        }
+        if !self.intake.feed(bytes, &mut self.out, server, settings) {
+            self.close();
+        }
+    }
+
+    /// The peer closed its sending side.
+    pub(crate) fn on_peer_closed(&mut self) {
+        self.peer_closed = true;
+        self.close();
+    }
+
+    /// The multishot receive ended (the kernel says no more completions follow).
+    pub(crate) fn on_recv_ended(&mut self) {
+        self.recv = Recv::Ended;
+    }
+
+    /// The socket failed: nothing more can be sent.
+    pub(crate) fn on_failed(&mut self) {
+        self.life = Life::Broken;
+        self.out.clear();
+    }
+
+    /// The next buffer to send, if there is output and no send in flight. The connection
+    /// counts the send as in flight until [`Conn::on_sent`] or [`Conn::send_refused`].
+    pub(crate) fn take_send(&mut self) -> Option<Vec<u8>> {
+        if self.sending || self.out.is_empty() || self.life == Life::Broken {
+            return None;
+        }
+        self.sending = true;
+        let spare = std::mem::take(&mut self.spare);
+        Some(std::mem::replace(&mut self.out, spare))
+    }
+
+    /// The ring would not take the send: give up on the connection.
+    pub(crate) fn send_refused(&mut self) {
+        self.sending = false;
+        self.close();
+    }
+
+    /// A send completed with `result`; `buf` is its buffer back. Returns the bytes sent.
+    pub(crate) fn on_sent(&mut self, result: std::io::Result<usize>, mut buf: Vec<u8>, now: Instant) -> usize {
+        self.sending = false;
+        match result {
+            Ok(n) => {
+                self.last_active = now;
+                if n < buf.len() {
+                    // Partial send: what is left goes first, then anything queued since.
+                    buf.drain(..n);
+                    buf.extend_from_slice(&self.out);
+                    self.out = buf;
+                } else {
+                    buf.clear();
+                    self.spare = buf;
+                }
+                n
+            }
+            Err(_) => {
+                self.on_failed();
+                0
+            }
+        }
+    }
+
+    /// After output was handed to the kernel: what to do about closing. A closing connection
+    /// with everything sent shuts down its sending side and cancels its receive once; once
+    /// no operation is in flight it can be dropped.
+    pub(crate) fn closing_steps(&mut self) -> Closing {
+        let mut steps = Closing::default();
+        let flushed = !self.sending && self.out.is_empty();
+        if self.life != Life::Open && flushed {
+            steps.shutdown = true;
+            if self.recv == Recv::Armed {
+                self.recv = Recv::Cancelling;
+                steps.cancel_recv = true;
+            }
+        }
+        steps.remove = (self.life != Life::Open || self.peer_closed)
+            && flushed
+            && self.recv == Recv::Ended;
+        steps
+    }
+
+    /// Whether part of a request has been received and not answered.
+    pub(crate) fn mid_request(&self) -> bool {
+        self.intake.mid_request()
+    }
+
+    /// At a clock tick: answer 408 to a request not complete by its deadline, or close a
+    /// connection idle for longer than `idle`. Returns the status of a request it ended.
+    pub(crate) fn on_tick(&mut self, now: Instant, idle: Duration) -> Option<u16> {
+        if self.life != Life::Open {
+            return None;
+        }
+        if self.intake.expired(now) {
+            self.intake.clear();
+            percore_http::write_simple(&mut self.out, 408, &[], "request timeout\n", false);
+            self.close();
+            return Some(408);
+        }
+        if !self.mid_request()
             && !self.sending
             && self.out.is_empty()
-            && !self.recv_armed
+            && now.duration_since(self.last_active) > idle
+        {
+            self.close();
+        }
+        None
+    }
+
+    /// The server is stopping: an idle connection closes now; one with a request in progress
+    /// finishes it (its response says `connection: close`).
+    pub(crate) fn on_drain(&mut self) {
+        if !self.mid_request() {
+            self.close();
+        }
     }
 }
 
@@ -157,11 +282,6 @@ impl Conns {
         Some(conn)
     }
 
-    /// Every live connection.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Conn> {
-        self.slots.iter().filter_map(|(_, c)| c.as_ref())
-    }
-
     /// Tokens of every live connection.
     pub(crate) fn tokens(&self) -> Vec<u32> {
         self.slots
@@ -170,5 +290,111 @@ impl Conns {
             .filter(|(_, (_, c))| c.is_some())
             .map(|(i, (g, _))| g << INDEX_BITS | i as u32)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intake::tests::{Recorder, settings};
+
+    fn conn() -> (Conn, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (Conn::new(server, Instant::now()), client)
+    }
+
+    #[test]
+    fn a_closing_connection_flushes_then_shuts_down_then_waits_for_its_receive() {
+        let (mut conn, _client) = conn();
+        let mut server = Recorder::default();
+        let limits = percore_http::Limits::default();
+        conn.on_bytes(b"GET /a HTTP/1.1\r\nconnection: close\r\n\r\n", &mut server, &settings(&limits));
+        assert!(!conn.is_open(), "connection: close ends reading");
+        assert_eq!(conn.closing_steps(), Closing::default(), "output still to send");
+        let buf = conn.take_send().expect("a response to send");
+        assert!(conn.take_send().is_none(), "one send in flight at a time");
+        assert_eq!(conn.closing_steps(), Closing::default(), "the send is in flight");
+        let len = buf.len();
+        assert_eq!(conn.on_sent(Ok(len), buf, Instant::now()), len);
+        let steps = conn.closing_steps();
+        assert!(steps.shutdown && steps.cancel_recv && !steps.remove, "{steps:?}");
+        let steps = conn.closing_steps();
+        assert!(steps.shutdown && !steps.cancel_recv, "the receive is cancelled once");
+        conn.on_recv_ended();
+        assert!(conn.closing_steps().remove);
+    }
+
+    #[test]
+    fn a_partial_send_keeps_the_rest_in_order() {
+        let (mut conn, _client) = conn();
+        let mut server = Recorder::default();
+        let limits = percore_http::Limits::default();
+        conn.on_bytes(b"GET /1 HTTP/1.1\r\n\r\n", &mut server, &settings(&limits));
+        let buf = conn.take_send().unwrap();
+        let first = buf.clone();
+        conn.on_bytes(b"GET /2 HTTP/1.1\r\n\r\n", &mut server, &settings(&limits));
+        conn.on_sent(Ok(5), buf, Instant::now());
+        let rest = conn.take_send().unwrap();
+        assert!(rest.starts_with(&first[5..]));
+        assert!(String::from_utf8_lossy(&rest).contains("/2"));
+    }
+
+    #[test]
+    fn a_broken_connection_sends_nothing_more() {
+        let (mut conn, _client) = conn();
+        let mut server = Recorder::default();
+        let limits = percore_http::Limits::default();
+        conn.on_bytes(b"GET / HTTP/1.1\r\n\r\n", &mut server, &settings(&limits));
+        conn.on_failed();
+        assert!(conn.take_send().is_none());
+        conn.on_bytes(b"GET / HTTP/1.1\r\n\r\n", &mut server, &settings(&limits));
+        assert_eq!(server.requests.len(), 1, "a broken connection reads no more");
+    }
+
+    #[test]
+    fn a_request_past_its_deadline_gets_408() {
+        let (mut conn, _client) = conn();
+        let mut server = Recorder::default();
+        let limits = percore_http::Limits::default();
+        let s = settings(&limits);
+        conn.on_bytes(b"GET / HTTP/1.1\r\nhost: x\r\n", &mut server, &s);
+        assert!(conn.mid_request());
+        assert_eq!(conn.on_tick(s.now + Duration::from_millis(1), Duration::from_secs(60)), None);
+        let late = s.now + s.request_timeout + Duration::from_millis(1);
+        assert_eq!(conn.on_tick(late, Duration::from_secs(60)), Some(408));
+        assert!(!conn.is_open() && !conn.mid_request());
+        let out = conn.take_send().unwrap();
+        assert!(out.starts_with(b"HTTP/1.1 408 "), "{}", String::from_utf8_lossy(&out));
+    }
+
+    #[test]
+    fn an_idle_connection_closes_and_a_busy_one_drains() {
+        let (mut conn, _client) = conn();
+        let now = Instant::now();
+        assert_eq!(conn.on_tick(now + Duration::from_secs(2), Duration::from_secs(1)), None);
+        assert!(!conn.is_open());
+        let (mut busy, _client) = self::conn();
+        let mut server = Recorder::default();
+        let limits = percore_http::Limits::default();
+        busy.on_bytes(b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\nab", &mut server, &settings(&limits));
+        busy.on_drain();
+        assert!(busy.is_open(), "a request in progress finishes");
+    }
+
+    #[test]
+    fn tokens_of_a_reused_slot_do_not_reach_the_new_connection() {
+        let (a, _ca) = conn();
+        let (b, _cb) = conn();
+        let mut conns = Conns::default();
+        let ta = conns.insert(a);
+        assert!(conns.remove(ta).is_some());
+        let tb = conns.insert(b);
+        assert_ne!(ta, tb);
+        assert!(conns.get_mut(ta).is_none());
+        assert!(conns.get_mut(tb).is_some());
+        assert_eq!(conns.len(), 1);
+        assert_eq!(conns.tokens(), vec![tb]);
     }
 }

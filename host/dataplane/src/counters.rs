@@ -32,6 +32,9 @@ pub struct Counters {
     pub fault_trap: u64,
     /// Guest faults: bad or oversized responses.
     pub fault_bad_response: u64,
+    /// Host faults: the host itself failed a request (an artifact it cannot map, guest memory
+    /// it cannot write).
+    pub fault_host: u64,
     /// Malformed or over-limit requests (400, 408, 413, 431, 501, 505).
     pub bad_requests: u64,
     /// Bytes received.
@@ -76,6 +79,7 @@ impl Counters {
         self.fault_out_of_memory += other.fault_out_of_memory;
         self.fault_trap += other.fault_trap;
         self.fault_bad_response += other.fault_bad_response;
+        self.fault_host += other.fault_host;
         self.bad_requests += other.bad_requests;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;

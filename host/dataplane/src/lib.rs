@@ -4,14 +4,31 @@
 //! threads is read-only (the configuration) or a once-a-second counter snapshot.
 #![forbid(unsafe_code)]
 
+// The request path, in the order a request takes it: shard (event loop) -> conn (a
+// connection's state) -> intake (bytes to complete requests) -> dispatch (route, run, meter)
+// -> backend/edge (an edge:handler instance from the pool).
+mod backend;
 mod conn;
 mod counters;
+mod deployments;
+mod dispatch;
+mod intake;
 mod link;
+mod meter;
+#[cfg(feature = "misbehave")]
+mod misbehave;
+mod pool;
+mod prepare;
+mod respond;
 mod router;
 mod shard;
 
 pub use counters::{Counters, LATENCY_BUCKETS_US};
-pub use link::{COMMAND_QUEUE, Command, CoreLink, InvocationRecord, RECORD_QUEUE, Ready, Report};
+pub use link::{
+    ApplyError, COMMAND_QUEUE, Command, CoreLink, InvocationRecord, RECORD_QUEUE, Ready, Report,
+};
+#[cfg(feature = "misbehave")]
+pub use misbehave::Misbehaviour;
 pub use router::{DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, RouteSpec};
 
 use std::net::{SocketAddr, TcpListener};
@@ -52,28 +69,12 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// Bad configuration.
-    #[error("{0}")]
-    Config(String),
-}
-
-/// Ways to break one rule of the contract on purpose, so that the conformance suite can show it
-/// catches each. For testing the tests only: never set by default, hidden from `--help`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Misbehaviour {
-    /// Keep only the first of repeated request header fields.
-    DropRepeatedHeader,
-    /// Let guests grow memory without a cap.
-    IgnoreMemoryCap,
-    /// Keep instances and hand one deployment's instance to another deployment of the same
-    /// component.
-    ReuseAcrossDeployments,
-    /// Pass request bodies through a lossy UTF-8 conversion.
-    MangleBinaryBody,
-    /// Answer a guest timeout with 500 instead of 504.
-    TimeoutAs500,
-    /// Pool instances in reset mode but skip the reset.
-    SkipReset,
+    /// No CPU to run a shard on.
+    #[error("no cores to run on")]
+    NoCores,
+    /// A shard thread ended before it said it was ready.
+    #[error("a shard died while starting")]
+    ShardDied,
 }
 
 /// What a request runs on.
@@ -93,16 +94,19 @@ pub enum InstanceMode {
     Keep,
 }
 
+/// An instance mode that is none of `fresh`, `reset`, `keep`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown instance mode `{0}` (expected fresh, reset or keep)")]
+pub struct UnknownInstanceMode(pub String);
+
 impl std::str::FromStr for InstanceMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownInstanceMode;
+    fn from_str(s: &str) -> Result<Self, UnknownInstanceMode> {
         match s {
             "fresh" => Ok(Self::Fresh),
             "reset" => Ok(Self::Reset),
             "keep" => Ok(Self::Keep),
-            _ => Err(format!(
-                "unknown instance mode `{s}` (expected fresh, reset or keep)"
-            )),
+            _ => Err(UnknownInstanceMode(s.to_owned())),
         }
     }
 }
@@ -133,7 +137,11 @@ pub struct ServeConfig {
     pub sqpoll: bool,
     /// Engine settings (the same on every core, so one artifact serves all).
     pub engine: EngineConfig,
+    /// Where compiled components are cached (shared with the control plane's state directory
+    /// when there is one).
+    pub artifacts: std::path::PathBuf,
     /// Break one rule on purpose (tests of the conformance suite only).
+    #[cfg(feature = "misbehave")]
     pub misbehave: Option<Misbehaviour>,
     /// Invocation records a core may queue for the control plane before it aggregates.
     pub record_queue: usize,
@@ -157,6 +165,8 @@ impl ServeConfig {
             input: InputPreference::Region,
             sqpoll: false,
             engine: EngineConfig::default(),
+            artifacts: percore_engine::ArtifactCache::default_dir(),
+            #[cfg(feature = "misbehave")]
             misbehave: None,
             record_queue: link::RECORD_QUEUE,
             max_loaded_per_core: 2048,
@@ -179,34 +189,21 @@ impl Server {
     /// Load every deployment on every core, bind the sockets and start the shards.
     pub fn start(config: ServeConfig) -> Result<Self, Error> {
         if config.cores.is_empty() {
-            return Err(Error::Config("no cores to run on".into()));
+            return Err(Error::NoCores);
         }
+        #[allow(unused_mut)]
         let mut config = config;
-        if config.misbehave.is_some() {
-            tracing::warn!(misbehaviour = ?config.misbehave, "breaking a rule of the contract on purpose");
-        }
-        if config.misbehave == Some(Misbehaviour::IgnoreMemoryCap) {
-            for d in &mut config.deployments {
-                d.limits.memory_bytes = usize::MAX;
-            }
-        }
-        if config.misbehave == Some(Misbehaviour::ReuseAcrossDeployments) {
-            config.instances = InstanceMode::Keep;
-        }
+        #[cfg(feature = "misbehave")]
+        misbehave::adjust(&mut config);
         let config = Arc::new(config);
         // Compile each deployment once; every core maps the same artifact.
-        let artifacts = router::prepare_artifacts(&config)?;
-        for (spec, artifact) in config.deployments.iter().zip(&artifacts) {
-            let mode = match (config.instances, &artifact.resettable) {
-                (InstanceMode::Reset, Ok(())) if !percore_rt::pagemap::supported() => {
-                    "fresh (this kernel has no PAGEMAP_SCAN for resets)".to_owned()
-                }
-                (InstanceMode::Reset, Ok(())) => "reset".to_owned(),
-                (InstanceMode::Reset, Err(why)) => format!("fresh (cannot be reset: {why})"),
-                (InstanceMode::Fresh, _) => "fresh".to_owned(),
-                (InstanceMode::Keep, _) => "keep".to_owned(),
+        let artifacts = prepare::artifacts(&config)?;
+        for ready in &artifacts {
+            let mode = match backend::native::Native::named(&ready.artifact) {
+                Some(_) => "native".to_owned(),
+                None => pool::InstancePool::new(config.instances, &ready.resettable, 0).describe(),
             };
-            tracing::info!(deployment = %spec.name, instances = %mode, "deployment ready");
+            tracing::info!(deployment = %ready.spec.name, instances = %mode, "deployment ready");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut listeners: Vec<TcpListener> = Vec::new();
@@ -259,7 +256,7 @@ impl Server {
                 }
                 Err(_) => {
                     stop.store(true, Ordering::Relaxed);
-                    return Err(Error::Config("a shard died while starting".into()));
+                    return Err(Error::ShardDied);
                 }
             }
         }

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use percore_engine::NotResettable;
 use percore_rt::notify::Notifier;
 
 use crate::{Counters, DeploymentSpec};
@@ -30,7 +31,20 @@ pub struct Ready {
     /// The artifact each core maps (or `native:NAME` for a built-in handler).
     pub artifact: PathBuf,
     /// Whether its instances can be reset in place, else why not.
-    pub resettable: Result<(), String>,
+    pub resettable: Result<(), NotResettable>,
+}
+
+/// Why a core could not apply a deploy command (it changed nothing).
+#[derive(Debug, thiserror::Error)]
+#[error("core {core} cannot load deployment `{deployment}`")]
+pub struct ApplyError {
+    /// The CPU.
+    pub core: usize,
+    /// The deployment.
+    pub deployment: String,
+    /// What the engine said.
+    #[source]
+    pub source: percore_engine::Error,
 }
 
 /// Control plane to core.
@@ -63,7 +77,7 @@ pub enum Report {
         /// The command's sequence number.
         seq: u64,
         /// Whether it worked.
-        result: Result<(), String>,
+        result: Result<(), ApplyError>,
     },
     /// The core's counters (every 100 ms).
     Counters {

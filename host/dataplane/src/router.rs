@@ -1,13 +1,10 @@
-//! Deployments, their artifacts, and routing by `Host` and path prefix.
+//! What a deployment is (name, component, routes, limits), and routing by `Host` and path
+//! prefix.
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use percore_engine::{Engine, Limits};
-
-use crate::link::Ready;
-use crate::{Error, ServeConfig};
+use percore_engine::Limits;
 
 /// Where a deployment is reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,110 +36,6 @@ pub struct DeploymentSpec {
 
 /// Default of [`DeploymentSpec::max_instances_per_core`].
 pub const DEFAULT_MAX_INSTANCES_PER_CORE: usize = 16;
-
-/// The directory artifacts are cached in: `$PERCORE_ARTIFACTS`, else the user's cache directory.
-fn artifact_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PERCORE_ARTIFACTS") {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("percore").join("artifacts")
-}
-
-/// Compile every deployment that is not an artifact yet, once, into the content-addressed cache
-/// (keyed by the component's bytes and the engine's configuration). The data plane only maps.
-/// Compile (or find in the cache) every deployment of the configuration; ids are positions.
-pub(crate) fn prepare_artifacts(config: &ServeConfig) -> Result<Vec<Ready>, Error> {
-    let mut engine: Option<Engine> = None;
-    let mut artifacts = Vec::new();
-    for deployment in &config.deployments {
-        let error = |source| Error::Deployment {
-            name: deployment.name.clone(),
-            source,
-        };
-        if native_handler(&deployment.component).is_some() {
-            artifacts.push(Ready {
-                id: artifacts.len() as u32,
-                spec: deployment.clone(),
-                artifact: deployment.component.clone(),
-                resettable: Err("a native handler".into()),
-            });
-            continue;
-        }
-        let bytes = std::fs::read(&deployment.component).map_err(|e| {
-            error(percore_engine::Error::Io {
-                path: deployment.component.clone(),
-                error: e,
-            })
-        })?;
-        if wasmtime_is_precompiled(&bytes) {
-            artifacts.push(Ready {
-                id: artifacts.len() as u32,
-                spec: deployment.clone(),
-                artifact: deployment.component.clone(),
-                resettable: Err(
-                    "served from a precompiled artifact, whose component cannot be checked".into(),
-                ),
-            });
-            continue;
-        }
-        let engine = match &mut engine {
-            Some(engine) => engine,
-            None => engine.insert(Engine::without_ticker(config.engine.clone())?),
-        };
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        bytes.hash(&mut hasher);
-        format!("{:?}", config.engine).hash(&mut hasher);
-        env!("CARGO_PKG_VERSION").hash(&mut hasher);
-        let dir = artifact_dir();
-        let path = dir.join(format!("{:016x}.cwasm", hasher.finish()));
-        if !path.exists() {
-            let artifact = engine.compile(&bytes).map_err(error)?;
-            percore_engine::write_artifact(&path, &artifact).map_err(|e| Error::Deployment {
-                name: deployment.name.clone(),
-                source: percore_engine::Error::Io {
-                    path: path.clone(),
-                    error: e,
-                },
-            })?;
-            tracing::info!(deployment = %deployment.name, artifact = %path.display(), "compiled");
-        }
-        artifacts.push(Ready {
-            id: artifacts.len() as u32,
-            spec: deployment.clone(),
-            artifact: path,
-            resettable: percore_engine::check_resettable(&bytes),
-        });
-    }
-    Ok(artifacts)
-}
-
-/// Built-in native handlers, the reference line of benchmarks: `native:hello` answers what the
-/// `hello` guest answers, computed in Rust on the same data plane.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NativeHandler {
-    /// Same answer as `examples-guests/hello`.
-    Hello,
-    /// Same answer as `examples-guests/bench-json` (the handler of `benches/compare.sh`).
-    Json,
-}
-
-/// The native handler a component path names, if it is `native:<name>`.
-pub(crate) fn native_handler(component: &Path) -> Option<NativeHandler> {
-    match component.to_str()?.strip_prefix("native:")? {
-        "hello" => Some(NativeHandler::Hello),
-        "json" => Some(NativeHandler::Json),
-        _ => None,
-    }
-}
-
-fn wasmtime_is_precompiled(bytes: &[u8]) -> bool {
-    // wasmtime artifacts are ELF files; components start with "\0asm".
-    bytes.starts_with(b"\x7fELF")
-}
 
 /// A route resolved to a deployment index.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! Errors: [`Error`] when loading a component, [`Fault`] when a guest fails a request.
+//! Errors: [`Error`] when loading a component, [`Fault`] when a request fails.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -48,6 +48,15 @@ pub enum Error {
         /// The OS error.
         error: std::io::Error,
     },
+    /// A compiled artifact could not be written to the cache.
+    #[error("cannot write the artifact {}", path.display())]
+    WriteArtifact {
+        /// Where it was going.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        error: std::io::Error,
+    },
     /// The engine itself failed (configuration, serialisation).
     #[error("engine error: {0}")]
     Engine(String),
@@ -68,8 +77,8 @@ pub enum TimeoutKind {
     Wall,
 }
 
-/// How a guest failed one request. The engine is unharmed; the instance that failed is
-/// discarded (see [`crate::Instance::is_usable`]).
+/// How one request failed: mostly the guest's doing, [`Fault::Host`] the host's. The engine is
+/// unharmed; the instance that failed is discarded (see [`crate::Instance::is_usable`]).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Fault {
     /// The guest ran past its CPU budget or wall-clock deadline.
@@ -109,6 +118,13 @@ pub enum Fault {
     /// The instance failed earlier and cannot serve again.
     #[error("the instance is unusable after an earlier fault")]
     Poisoned,
+    /// The host failed while serving the request (it could not write the request into guest
+    /// memory, say). A host failure is never blamed on the guest: it is not a bad response.
+    #[error("the host failed: {message}")]
+    Host {
+        /// What failed.
+        message: String,
+    },
 }
 
 impl Fault {
@@ -121,6 +137,7 @@ impl Fault {
             Fault::BadResponse { .. } => "bad_response",
             Fault::ResponseTooLarge { .. } => "response_too_large",
             Fault::Poisoned => "poisoned",
+            Fault::Host { .. } => "host",
         }
     }
 
@@ -130,7 +147,10 @@ impl Fault {
         match self {
             Fault::Timeout { .. } => 504,
             Fault::BadResponse { .. } | Fault::ResponseTooLarge { .. } => 502,
-            Fault::OutOfMemory { .. } | Fault::Trap { .. } | Fault::Poisoned => 500,
+            Fault::OutOfMemory { .. }
+            | Fault::Trap { .. }
+            | Fault::Poisoned
+            | Fault::Host { .. } => 500,
         }
     }
 }

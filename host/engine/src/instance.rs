@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use percore_rt::cpu::thread_cpu_time;
-use percore_rt::host_memory::{HostMemoryStore, ResetStats};
+use percore_rt::host_memory::{HostMemoryStore, ResetStats, SnapshotError};
 use wasmtime::component::Component;
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::{self, guest};
 use crate::host::{CallClock, HostState, LogLevel, LogRecord, LogSource};
-use crate::{Engine, Error, Fault, Limits, Request, Response, TimeoutKind};
+use crate::{Engine, Error, Fault, Limits, NotResettable, Request, Response, TimeoutKind};
 
 /// Region capacity asked for at first use: small requests fit, and a fresh instance touches
 /// one page for it.
@@ -39,6 +39,29 @@ pub enum InputPreference {
     Region,
     /// Always the portable path.
     Portable,
+}
+
+/// Why an instance could not take its snapshot or go back to it.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// The instance cannot be reset in place (it does not have exactly one linear memory).
+    #[error(transparent)]
+    NotResettable(#[from] NotResettable),
+    /// The guest failed when asked for its input region, before the snapshot.
+    #[error("reserving the input region failed: {0}")]
+    Region(Fault),
+    /// The snapshot could not be taken.
+    #[error(transparent)]
+    Snapshot(SnapshotError),
+    /// The instance faulted since its snapshot.
+    #[error("the instance faulted")]
+    Faulted,
+    /// [`Instance::prepare_reset`] has not succeeded on this instance.
+    #[error("the instance has no snapshot")]
+    NoSnapshot,
+    /// The memory could not be brought back to the snapshot (it grew, typically).
+    #[error(transparent)]
+    Restore(SnapshotError),
 }
 
 /// Measurements of one call.
@@ -322,22 +345,20 @@ impl Instance {
     ///
     /// Only for components that pass [`crate::check_resettable`]: a reset restores linear memory
     /// and nothing else. On error the instance is still usable once, as a fresh instance.
-    pub fn prepare_reset(&mut self) -> Result<(), String> {
-        if self.memories.memory_count() != 1 {
-            return Err(format!(
-                "the instance has {} linear memories; a reset handles exactly one",
-                self.memories.memory_count()
-            ));
+    pub fn prepare_reset(&mut self) -> Result<(), ResetError> {
+        let memories = self.memories.memory_count();
+        if memories != 1 {
+            return Err(NotResettable::MemoryCount(memories).into());
         }
         start_clock(self.memories.store());
         if let Err(fault) = self.ensure_region(0) {
             self.usable = false;
-            return Err(format!("reserving the input region failed: {fault}"));
+            return Err(ResetError::Region(fault));
         }
-        self.memories.snapshot(0).map_err(|e| {
+        if let Err(e) = self.memories.snapshot(0) {
             self.usable = false;
-            e.to_string()
-        })?;
+            return Err(ResetError::Snapshot(e));
+        }
         self.clean_region = Some(self.region);
         Ok(())
     }
@@ -345,12 +366,12 @@ impl Instance {
     /// Bring the instance back to its snapshot after a request: copy back the pages written
     /// since. Fails (and the instance must be dropped) if the instance faulted, has no
     /// snapshot, or its memory grew.
-    pub fn reset(&mut self) -> Result<ResetStats, String> {
+    pub fn reset(&mut self) -> Result<ResetStats, ResetError> {
         if !self.usable {
-            return Err("the instance faulted".into());
+            return Err(ResetError::Faulted);
         }
         let Some(region) = self.clean_region else {
-            return Err("the instance has no snapshot".into());
+            return Err(ResetError::NoSnapshot);
         };
         match self.memories.restore(RESET_RESIDENT_BUDGET) {
             Ok(stats) => {
@@ -359,7 +380,7 @@ impl Instance {
             }
             Err(e) => {
                 self.usable = false;
-                Err(e.to_string())
+                Err(ResetError::Restore(e))
             }
         }
     }
@@ -430,8 +451,8 @@ impl Instance {
         let result = if !self.usable {
             Err(Fault::Poisoned)
         } else if head.head_len() != body.head_len || body.written != body.body_len {
-            Err(Fault::BadResponse {
-                reason: "host error: the streamed request does not match its reservation".into(),
+            Err(Fault::Host {
+                message: "the streamed request does not match its reservation".into(),
             })
         } else {
             start_clock(self.memories.store());
@@ -441,8 +462,8 @@ impl Instance {
                     head.encode_head(bytes);
                 });
             let result = match filled {
-                Err(e) => Err(Fault::BadResponse {
-                    reason: format!("the input region is not writable: {e}"),
+                Err(e) => Err(Fault::Host {
+                    message: format!("the input region is not writable: {e}"),
                 }),
                 Ok(()) => {
                     let guest = self.bindings.edge_handler_guest();
@@ -546,8 +567,8 @@ impl Instance {
         let head_len = request.head_len();
         self.memories
             .fill(0, region.offset, total, |bytes| request.encode(bytes))
-            .map_err(|e| Fault::BadResponse {
-                reason: format!("the input region is not writable: {e}"),
+            .map_err(|e| Fault::Host {
+                message: format!("the input region is not writable: {e}"),
             })?;
         let guest = self.bindings.edge_handler_guest();
         // Lengths fit in u32: `ensure_region` checked `total` against a u32 capacity.
@@ -580,8 +601,8 @@ impl Instance {
             return Ok(Some(region));
         }
         let Ok(ask) = u32::try_from(needed.max(INITIAL_REGION as usize)) else {
-            return Err(Fault::BadResponse {
-                reason: format!(
+            return Err(Fault::Host {
+                message: format!(
                     "a request of {needed} bytes cannot be addressed in a 32-bit memory"
                 ),
             });

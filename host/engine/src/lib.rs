@@ -5,11 +5,13 @@
 //!   `edge:handler` capabilities and a closed WASI sandbox.
 //! - [`Engine::compile`] validates a component and compiles it ahead of time to an artifact;
 //!   [`Engine::load_artifact`] maps an artifact back. The data plane only ever does the latter.
+//!   An [`ArtifactCache`] keeps artifacts on disk by content, so a component is compiled once.
 //! - A [`Handler`] is a loaded, linked and checked component; [`Handler::instantiate`] makes an
 //!   [`Instance`], and [`Instance::handle`] runs one request under the deployment's [`Limits`],
 //!   turning every guest fault into a typed [`Fault`].
 #![forbid(unsafe_code)]
 
+mod artifacts;
 mod bindings;
 mod config;
 mod error;
@@ -21,15 +23,16 @@ mod ticker;
 mod validate;
 mod wasi;
 
+pub use artifacts::{ArtifactCache, Cached, sha256_hex, write_artifact};
 pub use config::{EngineConfig, Limits};
 pub use error::{Error, Fault, TimeoutKind};
 pub use host::{LogLevel, LogRecord, LogSource};
 pub use instance::{
-    CallStats, Handler, InputPath, InputPreference, Instance, Invocation, StreamedBody,
+    CallStats, Handler, InputPath, InputPreference, Instance, Invocation, ResetError, StreamedBody,
 };
 pub use message::{Request, Response};
-pub use percore_rt::host_memory::ResetStats;
-pub use state::check_resettable;
+pub use percore_rt::host_memory::{ResetStats, SnapshotError};
+pub use state::{NotResettable, check_resettable};
 pub use ticker::EpochTicker;
 
 use std::path::Path;
@@ -39,31 +42,6 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 
 use crate::host::HostState;
-
-/// Write an artifact (or any file a mapping may read) without ever changing the bytes of an
-/// existing file: a temporary file in the same directory, synced, then renamed over `path`. A
-/// crash leaves the old file or the new one, never a torn one, and a process that has the old
-/// file mapped keeps its pages (rewriting a mapped file in place would make it fault).
-pub fn write_artifact(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
 
 /// The version of the `edge:handler` contract this engine implements.
 pub const CONTRACT_VERSION: &str = "0.1.0";

@@ -10,20 +10,74 @@
 
 use wasmparser::{Encoding, Operator, Parser, Payload, TypeRef, ValType};
 
+/// Why instances of a deployment cannot be reset in place, and are served fresh instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotResettable {
+    /// A core module imports a mutable global, which lives outside its memory.
+    #[error("core module {module} imports the mutable global `{import_module}::{name}`")]
+    ImportsMutableGlobal {
+        /// The core module, counting from 1 in the order of the binary.
+        module: usize,
+        /// The import's module name.
+        import_module: String,
+        /// The import's name.
+        name: String,
+    },
+    /// A core module has a mutable global besides its `i32` stack pointer.
+    #[error("core module {module} keeps state in mutable globals besides its stack pointer")]
+    MutableGlobals {
+        /// The core module, counting from 1.
+        module: usize,
+    },
+    /// A core module's code changes a table or drops a segment.
+    #[error("core module {module} changes state outside its memory (`{instruction}`)")]
+    StateOutsideMemory {
+        /// The core module, counting from 1.
+        module: usize,
+        /// The instruction, for example `table.set`.
+        instruction: &'static str,
+    },
+    /// The component could not be parsed.
+    #[error("the component cannot be parsed: {0}")]
+    Unparsable(String),
+    /// A reason found by an earlier check and kept in the control plane's database (read back
+    /// at restart instead of parsing every stored component again).
+    #[error("{0}")]
+    Recorded(String),
+    /// The deployment is an artifact: there is no component to check.
+    #[error("served from a precompiled artifact, whose component cannot be checked")]
+    Precompiled,
+    /// The deployment is a handler built into the host.
+    #[error("a built-in native handler, not a component")]
+    Builtin,
+    /// An instance has other than one linear memory.
+    #[error("the instance has {0} linear memories; a reset handles exactly one")]
+    MemoryCount(usize),
+    /// The kernel cannot list the pages a request wrote (`PAGEMAP_SCAN` needs Linux 6.7).
+    #[error("this kernel has no PAGEMAP_SCAN for resets")]
+    NoPagemapScan,
+}
+
+impl NotResettable {
+    fn unparsable(error: impl std::fmt::Display) -> Self {
+        Self::Unparsable(error.to_string())
+    }
+}
+
 /// Why a component cannot be reset in place (`Ok` when it can).
-pub fn check_resettable(bytes: &[u8]) -> Result<(), String> {
+pub fn check_resettable(bytes: &[u8]) -> Result<(), NotResettable> {
     let binary;
     let bytes = if bytes.starts_with(b"\0asm") {
         bytes
     } else {
-        binary = wat::parse_bytes(bytes).map_err(|e| e.to_string())?;
+        binary = wat::parse_bytes(bytes).map_err(NotResettable::unparsable)?;
         &binary[..]
     };
     let mut module = 0usize;
     let mut in_module = false;
     let mut mutable_globals = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| e.to_string())?;
+        let payload = payload.map_err(NotResettable::unparsable)?;
         match payload {
             Payload::Version {
                 encoding: Encoding::Module,
@@ -36,36 +90,36 @@ pub fn check_resettable(bytes: &[u8]) -> Result<(), String> {
             Payload::End(_) => in_module = false,
             Payload::ImportSection(reader) if in_module => {
                 for import in reader.into_imports() {
-                    let import = import.map_err(|e| e.to_string())?;
+                    let import = import.map_err(NotResettable::unparsable)?;
                     if let TypeRef::Global(g) = import.ty
                         && g.mutable
                     {
-                        return Err(format!(
-                            "core module {module} imports the mutable global `{}::{}`",
-                            import.module, import.name
-                        ));
+                        return Err(NotResettable::ImportsMutableGlobal {
+                            module,
+                            import_module: import.module.to_owned(),
+                            name: import.name.to_owned(),
+                        });
                     }
                 }
             }
             Payload::GlobalSection(reader) if in_module => {
                 for global in reader {
-                    let global = global.map_err(|e| e.to_string())?;
+                    let global = global.map_err(NotResettable::unparsable)?;
                     if !global.ty.mutable {
                         continue;
                     }
                     mutable_globals += 1;
                     if mutable_globals > 1 || global.ty.content_type != ValType::I32 {
-                        return Err(format!(
-                            "core module {module} keeps state in mutable globals besides its \
-                             stack pointer"
-                        ));
+                        return Err(NotResettable::MutableGlobals { module });
                     }
                 }
             }
             Payload::CodeSectionEntry(body) if in_module => {
-                let mut ops = body.get_operators_reader().map_err(|e| e.to_string())?;
+                let mut ops = body
+                    .get_operators_reader()
+                    .map_err(NotResettable::unparsable)?;
                 while !ops.eof() {
-                    let what = match ops.read().map_err(|e| e.to_string())? {
+                    let instruction = match ops.read().map_err(NotResettable::unparsable)? {
                         Operator::TableSet { .. } => "table.set",
                         Operator::TableGrow { .. } => "table.grow",
                         Operator::TableFill { .. } => "table.fill",
@@ -75,9 +129,10 @@ pub fn check_resettable(bytes: &[u8]) -> Result<(), String> {
                         Operator::DataDrop { .. } => "data.drop",
                         _ => continue,
                     };
-                    return Err(format!(
-                        "core module {module} changes state outside its memory (`{what}`)"
-                    ));
+                    return Err(NotResettable::StateOutsideMemory {
+                        module,
+                        instruction,
+                    });
                 }
             }
             _ => {}
@@ -88,7 +143,7 @@ pub fn check_resettable(bytes: &[u8]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_resettable;
+    use super::{NotResettable, check_resettable};
 
     fn component(module: &str) -> String {
         format!("(component (core module {module}))")
@@ -106,25 +161,38 @@ mod tests {
     #[test]
     fn state_outside_memory_is_named() {
         let two = component("(global (mut i32) (i32.const 0)) (global (mut i32) (i32.const 0))");
-        assert!(
-            check_resettable(two.as_bytes())
-                .unwrap_err()
-                .contains("mutable globals")
-        );
+        let why = check_resettable(two.as_bytes()).unwrap_err();
+        assert_eq!(why, NotResettable::MutableGlobals { module: 1 });
+        assert!(why.to_string().contains("mutable globals"), "{why}");
         let i64_global = component("(global (mut i64) (i64.const 0))");
-        assert!(check_resettable(i64_global.as_bytes()).is_err());
+        assert_eq!(
+            check_resettable(i64_global.as_bytes()),
+            Err(NotResettable::MutableGlobals { module: 1 })
+        );
         let table =
             component("(table 1 funcref) (func (table.set 0 (i32.const 0) (ref.null func)))");
-        assert!(
-            check_resettable(table.as_bytes())
-                .unwrap_err()
-                .contains("table.set")
+        let why = check_resettable(table.as_bytes()).unwrap_err();
+        assert_eq!(
+            why,
+            NotResettable::StateOutsideMemory {
+                module: 1,
+                instruction: "table.set"
+            }
         );
+        assert!(why.to_string().contains("table.set"), "{why}");
         let imported = component(r#"(import "env" "g" (global (mut i32)))"#);
-        assert!(
-            check_resettable(imported.as_bytes())
-                .unwrap_err()
-                .contains("imports the mutable global")
+        let why = check_resettable(imported.as_bytes()).unwrap_err();
+        assert_eq!(
+            why.to_string(),
+            "core module 1 imports the mutable global `env::g`"
         );
+    }
+
+    #[test]
+    fn text_that_does_not_parse_is_named() {
+        assert!(matches!(
+            check_resettable(b"(component"),
+            Err(NotResettable::Unparsable(_))
+        ));
     }
 }

@@ -94,3 +94,19 @@ fn artifacts_round_trip_and_garbage_artifacts_are_refused() {
     assert!(engine.load_file(&path).is_ok());
     assert!(engine.load_file(&crate::guest_path("hello")).is_ok());
 }
+
+#[test]
+fn the_artifact_cache_compiles_a_component_once() {
+    let engine = crate::engine();
+    let bytes = std::fs::read(crate::guest_path("hello")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = percore_engine::ArtifactCache::new(dir.path(), engine.config());
+    let first = cache.get_or_compile(engine, &bytes).unwrap();
+    assert!(first.compiled);
+    assert_eq!(first.component_sha256, percore_engine::sha256_hex(&bytes));
+    assert_eq!(first.path, cache.path_for(&first.component_sha256));
+    let again = cache.get_or_compile(engine, &bytes).unwrap();
+    assert!(!again.compiled);
+    assert_eq!(again.path, first.path);
+    assert!(engine.load_artifact(&again.path).is_ok());
+}

@@ -250,3 +250,31 @@ fn a_body_streamed_into_the_region_reaches_the_guest_unchanged() {
     );
     assert_eq!(again.result.unwrap().body, b"after");
 }
+
+#[test]
+fn a_streamed_body_cut_short_is_the_hosts_failure_not_the_guests() {
+    let mut instance = crate::handler("echo")
+        .instantiate(Default::default(), Default::default())
+        .unwrap();
+    let head = percore_engine::Request {
+        method: "POST",
+        path_with_query: "/streamed",
+        headers: &[],
+        body: &[],
+    };
+    let mut streamed = instance
+        .begin_streamed(&head, 10)
+        .unwrap()
+        .expect("echo has an input region");
+    assert_eq!(instance.stream_body(&mut streamed, b"short"), 5);
+    let fault = instance
+        .handle_streamed(&head, streamed)
+        .result
+        .unwrap_err();
+    assert!(
+        matches!(fault, percore_engine::Fault::Host { .. }),
+        "{fault}"
+    );
+    assert_eq!(fault.kind(), "host");
+    assert_eq!(fault.http_status(), 500);
+}

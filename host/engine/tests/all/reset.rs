@@ -1,7 +1,9 @@
 //! Instances reset to their snapshot between requests: same answers as fresh instances,
 //! nothing kept from one request to the next, faults and growth end the instance.
 
-use percore_engine::{InputPreference, Instance, check_resettable};
+use percore_engine::{
+    InputPreference, Instance, NotResettable, ResetError, SnapshotError, check_resettable,
+};
 
 use crate::{PATHS, guest_path, handler};
 
@@ -44,7 +46,8 @@ fn the_static_check_accepts_rust_guests_and_names_what_stops_the_others() {
     // The preview1 adapter keeps its own state in globals.
     let bytes = std::fs::read(guest_path("hello-wasip1")).unwrap();
     let why = check_resettable(&bytes).unwrap_err();
-    assert!(why.contains("mutable globals"), "{why}");
+    assert!(matches!(why, NotResettable::MutableGlobals { .. }), "{why}");
+    assert!(why.to_string().contains("mutable globals"), "{why}");
 }
 
 #[test]
@@ -92,7 +95,10 @@ fn reset_instances_answer_like_fresh_ones_for_bodies_of_every_size() {
             Ok(_) => {}
             // A large body can make the guest grow its memory: then the instance is replaced.
             Err(why) => {
-                assert!(why.contains("grew"), "{why}");
+                assert!(
+                    matches!(why, ResetError::Restore(SnapshotError::Grew { .. })),
+                    "{why}"
+                );
                 instance = prepared("echo");
             }
         }
@@ -111,12 +117,24 @@ fn a_fault_or_a_grown_memory_ends_the_instance() {
             .result
             .is_err()
     );
-    assert!(instance.reset().unwrap_err().contains("faulted"));
+    assert!(matches!(instance.reset(), Err(ResetError::Faulted)));
 
     let mut instance = prepared("hostile");
     let invocation = instance.handle(&request("/big?mb=2", b""), InputPreference::Region);
     assert!(invocation.result.is_ok());
     let why = instance.reset().unwrap_err();
-    assert!(why.contains("grew"), "{why}");
+    assert!(
+        matches!(why, ResetError::Restore(SnapshotError::Grew { .. })),
+        "{why}"
+    );
+    assert!(why.to_string().contains("grew"), "{why}");
     assert!(!instance.is_usable());
+}
+
+#[test]
+fn an_instance_without_a_snapshot_cannot_be_reset() {
+    let mut instance = handler("hello")
+        .instantiate(Default::default(), Default::default())
+        .unwrap();
+    assert!(matches!(instance.reset(), Err(ResetError::NoSnapshot)));
 }

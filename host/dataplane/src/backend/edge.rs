@@ -1,0 +1,219 @@
+//! `edge:handler` components: the request goes into the guest's input region (or through the
+//! portable path), on an instance from the deployment's pool.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use percore_engine::{
+    Engine, Fault, Handler, InputPreference, Instance, Limits, Request, StreamedBody,
+};
+
+use super::{Call, Cx, Outcome, StreamInto, log_guest};
+use crate::ServeConfig;
+use crate::counters::Counters;
+use crate::link::Ready;
+use crate::pool::InstancePool;
+
+/// An `edge:handler` deployment on one core.
+#[derive(Debug)]
+pub(crate) struct EdgeHandler {
+    /// The artifact, mapped again after an LRU eviction.
+    artifact: PathBuf,
+    /// The mapped component; `None` while unmapped on this core.
+    handler: Option<Handler>,
+    pool: InstancePool,
+    limits: Arc<Limits>,
+    config: Arc<BTreeMap<String, String>>,
+    input: InputPreference,
+}
+
+/// A body being received into an instance's input region, and that instance.
+#[derive(Debug)]
+pub(crate) struct Streaming {
+    instance: Instance,
+    body: StreamedBody,
+    /// The instance was created for this request.
+    cold: bool,
+}
+
+impl Streaming {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        self.instance.stream_body(&mut self.body, bytes);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    pub(crate) fn copy_out(&self) -> Vec<u8> {
+        self.instance.streamed_bytes(&self.body)
+    }
+}
+
+impl EdgeHandler {
+    pub(crate) fn load(
+        engine: &Engine,
+        config: &ServeConfig,
+        ready: &Ready,
+    ) -> Result<Self, percore_engine::Error> {
+        let handler = engine.load_artifact(&ready.artifact)?;
+        let spec = &ready.spec;
+        Ok(Self {
+            artifact: ready.artifact.clone(),
+            handler: Some(handler),
+            pool: InstancePool::new(
+                config.instances,
+                &ready.resettable,
+                spec.max_instances_per_core,
+            ),
+            limits: Arc::new(spec.limits.clone()),
+            config: Arc::new(spec.config.clone()),
+            input: config.input,
+        })
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        self.pool.describe()
+    }
+
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.handler.is_some()
+    }
+
+    pub(crate) fn unmap(&mut self) {
+        self.handler = None;
+        self.pool.clear();
+    }
+
+    #[cfg(feature = "misbehave")]
+    pub(crate) fn pool_mut(&mut self) -> &mut InstancePool {
+        &mut self.pool
+    }
+
+    /// Take an instance and have it reserve an input region for the request's head and a body
+    /// of `body_len` bytes. `None`: not mapped on this core, no region (portable path), or the
+    /// instance failed; the body is then buffered by the host.
+    pub(crate) fn begin_stream(
+        &mut self,
+        request: &Request<'_>,
+        body_len: usize,
+        deployment: &str,
+        counters: &mut Counters,
+    ) -> Option<Streaming> {
+        if self.input != InputPreference::Region {
+            return None;
+        }
+        let handler = self.handler.as_ref()?;
+        let taken = self
+            .pool
+            .take(handler, &self.limits, &self.config, deployment, counters)
+            .ok()?;
+        let mut instance = taken.instance;
+        match instance.begin_streamed(request, body_len) {
+            Ok(Some(body)) => Some(Streaming {
+                instance,
+                body,
+                cold: taken.cold,
+            }),
+            // No region: the instance goes back unused.
+            Ok(None) => {
+                self.pool.give_back(instance, counters);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Run one request on an instance (the one its body was streamed into, or one from the
+    /// pool), give the instance back, and write the response or the fault.
+    pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Outcome {
+        let Call {
+            request,
+            streamed,
+            id,
+            deployment,
+        } = call;
+        let mut outcome = Outcome {
+            status: 0,
+            fault: None,
+            cpu_us: 0,
+            cold: false,
+        };
+        let (taken, streamed_body) = match streamed.map(|s| s.into) {
+            Some(StreamInto::Edge(s)) => {
+                outcome.cold = s.cold;
+                (Ok(s.instance), Some(s.body))
+            }
+            None => (self.take(deployment, cx, &mut outcome), None),
+        };
+        let mut instance = match taken {
+            Ok(instance) => instance,
+            Err(fault) => return fail(&fault, deployment, id, cx, outcome),
+        };
+        let invocation = match streamed_body {
+            Some(body) => instance.handle_streamed(request, body),
+            None => instance.handle(request, self.input),
+        };
+        outcome.cpu_us = invocation.stats.cpu.as_micros() as u64;
+        cx.counters.guest_requests += 1;
+        cx.counters.request_copies += u64::from(invocation.stats.request_copies);
+        cx.counters.request_bytes_copied += invocation.stats.request_bytes_copied as u64;
+        for record in &invocation.logs {
+            log_guest(deployment, id, record);
+        }
+        self.pool.give_back(instance, cx.counters);
+        match invocation.result {
+            Ok(response) => {
+                outcome.status = cx.reply.response(&response);
+                outcome
+            }
+            Err(fault) => fail(&fault, deployment, id, cx, outcome),
+        }
+    }
+
+    /// An instance from the pool, mapping the component first if this core has not (or no
+    /// longer) mapped it.
+    fn take(
+        &mut self,
+        deployment: &str,
+        cx: &mut Cx<'_>,
+        outcome: &mut Outcome,
+    ) -> Result<Instance, Fault> {
+        if self.handler.is_none() {
+            let handler = cx
+                .engine
+                .load_artifact(&self.artifact)
+                .map_err(|e| Fault::Host {
+                    message: format!("cannot map the artifact: {e}"),
+                })?;
+            self.handler = Some(handler);
+            cx.counters.artifacts_loaded += 1;
+            outcome.cold = true;
+        }
+        let handler = self.handler.as_ref().expect("mapped above");
+        let taken = self
+            .pool
+            .take(handler, &self.limits, &self.config, deployment, cx.counters)?;
+        outcome.cold |= taken.cold;
+        Ok(taken.instance)
+    }
+}
+
+fn fail(
+    fault: &Fault,
+    deployment: &str,
+    id: crate::meter::RequestId,
+    cx: &mut Cx<'_>,
+    mut outcome: Outcome,
+) -> Outcome {
+    match fault {
+        Fault::Host { .. } => {
+            tracing::error!(deployment, request = %id, kind = fault.kind(), "{fault}")
+        }
+        _ => tracing::warn!(deployment, request = %id, kind = fault.kind(), "{fault}"),
+    }
+    outcome.status = cx.reply.fault(fault, cx.counters);
+    outcome.fault = Some(fault.kind());
+    outcome
+}

@@ -1,0 +1,165 @@
+//! One deployment's instances on one core: where a request's instance comes from and where it
+//! goes afterwards. The pool owns its policy (fresh, reset or keep) and is the only code that
+//! creates, resets or drops pooled instances, and the only code that counts them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use percore_engine::{Fault, Handler, Instance, Limits, NotResettable};
+
+use crate::InstanceMode;
+use crate::counters::Counters;
+
+/// Requests one pooled instance serves before it is replaced. A reset restores linear memory,
+/// not the host-side tables of the store (handles a guest took, such as WASI streams), so they
+/// are bounded by replacing the instance now and then.
+pub(crate) const MAX_REQUESTS_PER_INSTANCE: u64 = 10_000;
+
+/// What a pool does with an instance after its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// Drop it.
+    Fresh,
+    /// Restore its memory to the snapshot taken after instantiation, then keep it.
+    Reset,
+    /// Keep it as it is.
+    Keep,
+}
+
+/// A per-core, per-deployment pool of instances.
+#[derive(Debug)]
+pub(crate) struct InstancePool {
+    policy: Policy,
+    /// Why a pool asked to reset serves fresh instances instead.
+    fresh_because: Option<NotResettable>,
+    idle: Vec<Instance>,
+    max_idle: usize,
+    /// Pooled instances in reset mode skip the reset (the suite's misbehaviour tests).
+    #[cfg(feature = "misbehave")]
+    pub(crate) skip_reset: bool,
+}
+
+/// An instance taken from a pool.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) instance: Instance,
+    /// It was created for this request.
+    pub(crate) cold: bool,
+}
+
+impl InstancePool {
+    /// A pool in `mode` for a component that can (or cannot, and why) be reset in place,
+    /// keeping at most `max_idle` instances.
+    pub(crate) fn new(
+        mode: InstanceMode,
+        resettable: &Result<(), NotResettable>,
+        max_idle: usize,
+    ) -> Self {
+        let (policy, fresh_because) = match mode {
+            InstanceMode::Fresh => (Policy::Fresh, None),
+            InstanceMode::Keep => (Policy::Keep, None),
+            InstanceMode::Reset => match resettable {
+                Err(why) => (Policy::Fresh, Some(why.clone())),
+                Ok(()) if !percore_rt::pagemap::supported() => {
+                    (Policy::Fresh, Some(NotResettable::NoPagemapScan))
+                }
+                Ok(()) => (Policy::Reset, None),
+            },
+        };
+        Self {
+            policy,
+            fresh_because,
+            idle: Vec::new(),
+            max_idle,
+            #[cfg(feature = "misbehave")]
+            skip_reset: false,
+        }
+    }
+
+    /// How requests run, for the log: `reset`, `keep`, `fresh`, or `fresh (cannot be reset:
+    /// why)`.
+    pub(crate) fn describe(&self) -> String {
+        match (self.policy, &self.fresh_because) {
+            (Policy::Fresh, Some(why)) => format!("fresh (cannot be reset: {why})"),
+            (Policy::Fresh, None) => "fresh".into(),
+            (Policy::Reset, _) => "reset".into(),
+            (Policy::Keep, _) => "keep".into(),
+        }
+    }
+
+    /// An instance for one request: an idle one, else a new one (with its snapshot taken in
+    /// reset mode). If a snapshot cannot be taken, the pool serves fresh instances from then
+    /// on, and this request still gets an instance.
+    pub(crate) fn take(
+        &mut self,
+        handler: &Handler,
+        limits: &Arc<Limits>,
+        config: &Arc<BTreeMap<String, String>>,
+        deployment: &str,
+        counters: &mut Counters,
+    ) -> Result<Taken, Fault> {
+        if let Some(instance) = self.idle.pop() {
+            return Ok(Taken {
+                instance,
+                cold: false,
+            });
+        }
+        counters.instances_created += 1;
+        let mut instance = handler.instantiate(limits.clone(), config.clone())?;
+        if self.policy == Policy::Reset
+            && let Err(why) = instance.prepare_reset()
+        {
+            // It would fail again: serve this deployment fresh from now on.
+            tracing::warn!(deployment, "instances cannot be reset, serving fresh ones: {why}");
+            self.policy = Policy::Fresh;
+            if !instance.is_usable() {
+                instance = handler.instantiate(limits.clone(), config.clone())?;
+            }
+        }
+        Ok(Taken {
+            instance,
+            cold: true,
+        })
+    }
+
+    /// An instance whose request is done: reset and keep it, keep it, or drop it, as the policy
+    /// says. Faulted, grown or worn instances are always dropped.
+    pub(crate) fn give_back(&mut self, mut instance: Instance, counters: &mut Counters) {
+        if !instance.is_usable()
+            || instance.requests() >= MAX_REQUESTS_PER_INSTANCE
+            || self.idle.len() >= self.max_idle
+        {
+            return;
+        }
+        let keep = match self.policy {
+            Policy::Fresh => false,
+            Policy::Keep => true,
+            #[cfg(feature = "misbehave")]
+            Policy::Reset if self.skip_reset => true,
+            Policy::Reset => match instance.reset() {
+                Ok(stats) => {
+                    counters.instance_resets += 1;
+                    counters.reset_pages_copied += stats.pages_copied as u64;
+                    true
+                }
+                // Grown memory, typically: the instance is replaced.
+                Err(_) => false,
+            },
+        };
+        if keep {
+            self.idle.push(instance);
+        }
+    }
+
+    /// Drop every idle instance.
+    pub(crate) fn clear(&mut self) {
+        self.idle.clear();
+    }
+
+    /// Move `other`'s idle instances into this pool (the suite's misbehaviour tests: one
+    /// deployment's instances handed to another).
+    #[cfg(feature = "misbehave")]
+    pub(crate) fn take_idle_from(&mut self, other: &mut InstancePool) {
+        self.idle.append(&mut other.idle);
+    }
+}
