@@ -31,6 +31,7 @@ cargo fmt --all --check
 # misbehaviour checks below use a build that has them.
 features=(--features percore/misbehave)
 cargo clippy --workspace --all-targets "${features[@]}" --quiet -- -D warnings
+cargo clippy -p percore-dataplane -p percore --all-targets --quiet -- -D warnings  # and without
 
 step "SDK tests (native: region decoding, compile-fail messages)"
 (cd examples-guests && cargo test -p percore-guest -p percore-guest-macros)

@@ -14,6 +14,7 @@
 
 mod api;
 mod content;
+mod deploy_request;
 mod http;
 pub mod meter;
 mod pipeline;

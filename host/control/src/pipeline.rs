@@ -2,7 +2,6 @@
 //! tell every core and wait until each has applied the change.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +14,9 @@ use percore_rt::notify::Notifier;
 use serde_json::{Value, json};
 
 use crate::content::{Content, is_sha256};
+use crate::deploy_request::{
+    DeployRequest, check_collisions, read_component, route_key, show_route, valid_name,
+};
 use crate::meter::{Applied, Metrics, lock};
 use crate::store::{DeploymentDoc, RouteDoc, Store, Stored};
 use crate::{ControlConfig, Error, error_chain};
@@ -29,34 +31,11 @@ pub struct Failure {
     pub message: String,
 }
 
-fn fail(status: u16, message: impl Into<String>) -> Failure {
+pub(crate) fn fail(status: u16, message: impl Into<String>) -> Failure {
     Failure {
         status,
         message: message.into(),
     }
-}
-
-/// Which component to deploy.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ComponentRef {
-    /// A file the host can read.
-    pub path: Option<PathBuf>,
-    /// A component uploaded with `POST /v1/components`.
-    pub sha256: Option<String>,
-}
-
-/// Body of `PUT /v1/deployments/{name}`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeployRequest {
-    pub component: ComponentRef,
-    #[serde(default)]
-    pub routes: Vec<RouteDoc>,
-    #[serde(default)]
-    pub config: BTreeMap<String, String>,
-    #[serde(default)]
-    pub limits: crate::store::LimitsDoc,
 }
 
 /// The control plane's view of what is deployed.
@@ -93,23 +72,6 @@ fn now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// A route as the router compares it: host lowercased, no trailing slash.
-fn route_key(host: Option<&str>, path: &str) -> (Option<String>, String) {
-    (
-        host.map(str::to_ascii_lowercase),
-        path.trim_end_matches('/').to_owned(),
-    )
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
 }
 
 impl Plane {
@@ -407,7 +369,7 @@ impl Plane {
                 ));
             }
         }
-        self.check_collisions(name, &routes)?;
+        check_collisions(name, &routes, &self.fixed, &self.dynamic)?;
         let doc = DeploymentDoc {
             routes,
             config: request.config,
@@ -503,44 +465,6 @@ impl Plane {
         })?;
         tracing::info!(deployment = %name, version = row.version, "deployed");
         Ok((if updated { 200 } else { 201 }, self.describe_stored(&row)))
-    }
-
-    fn check_collisions(&self, name: &str, routes: &[RouteDoc]) -> Result<(), Failure> {
-        let mut taken: Vec<(String, (Option<String>, String), String)> = Vec::new();
-        for f in &self.fixed {
-            for r in &f.spec.routes {
-                taken.push((
-                    f.spec.name.clone(),
-                    route_key(r.host.as_deref(), &r.path_prefix),
-                    r.path_prefix.clone(),
-                ));
-            }
-        }
-        for (other, row) in &self.dynamic {
-            if other == name {
-                continue;
-            }
-            for r in &row.doc.routes {
-                taken.push((
-                    other.clone(),
-                    route_key(r.host.as_deref(), &r.path),
-                    r.path.clone(),
-                ));
-            }
-        }
-        for r in routes {
-            let key = route_key(r.host.as_deref(), &r.path);
-            if let Some((other, _, _)) = taken.iter().find(|(_, k, _)| *k == key) {
-                return Err(fail(
-                    409,
-                    format!(
-                        "route {} is already served by deployment `{other}`",
-                        show_route(r)
-                    ),
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Remove a deployment.
@@ -643,27 +567,4 @@ fn compiler<'a>(
         *engine = Some(created);
     }
     Ok(engine.as_ref().expect("just created"))
-}
-
-fn show_route(r: &RouteDoc) -> String {
-    match &r.host {
-        Some(h) => format!("{h}{}", r.path),
-        None => r.path.clone(),
-    }
-}
-
-fn read_component(path: &Path, max: usize) -> Result<Vec<u8>, Failure> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| fail(400, format!("cannot read {}: {e}", path.display())))?;
-    if meta.len() > max as u64 {
-        return Err(fail(
-            413,
-            format!(
-                "{} is {} bytes; the limit is {max}",
-                path.display(),
-                meta.len()
-            ),
-        ));
-    }
-    std::fs::read(path).map_err(|e| fail(400, format!("cannot read {}: {e}", path.display())))
 }

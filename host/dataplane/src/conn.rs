@@ -150,7 +150,12 @@ impl Conn {
     }
 
     /// A send completed with `result`; `buf` is its buffer back. Returns the bytes sent.
-    pub(crate) fn on_sent(&mut self, result: std::io::Result<usize>, mut buf: Vec<u8>, now: Instant) -> usize {
+    pub(crate) fn on_sent(
+        &mut self,
+        result: std::io::Result<usize>,
+        mut buf: Vec<u8>,
+        now: Instant,
+    ) -> usize {
         self.sending = false;
         match result {
             Ok(n) => {
@@ -186,9 +191,8 @@ impl Conn {
                 steps.cancel_recv = true;
             }
         }
-        steps.remove = (self.life != Life::Open || self.peer_closed)
-            && flushed
-            && self.recv == Recv::Ended;
+        steps.remove =
+            (self.life != Life::Open || self.peer_closed) && flushed && self.recv == Recv::Ended;
         steps
     }
 
@@ -310,18 +314,36 @@ mod tests {
         let (mut conn, _client) = conn();
         let mut server = Recorder::default();
         let limits = percore_http::Limits::default();
-        conn.on_bytes(b"GET /a HTTP/1.1\r\nconnection: close\r\n\r\n", &mut server, &settings(&limits));
+        conn.on_bytes(
+            b"GET /a HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+            &mut server,
+            &settings(&limits),
+        );
         assert!(!conn.is_open(), "connection: close ends reading");
-        assert_eq!(conn.closing_steps(), Closing::default(), "output still to send");
+        assert_eq!(
+            conn.closing_steps(),
+            Closing::default(),
+            "output still to send"
+        );
         let buf = conn.take_send().expect("a response to send");
         assert!(conn.take_send().is_none(), "one send in flight at a time");
-        assert_eq!(conn.closing_steps(), Closing::default(), "the send is in flight");
+        assert_eq!(
+            conn.closing_steps(),
+            Closing::default(),
+            "the send is in flight"
+        );
         let len = buf.len();
         assert_eq!(conn.on_sent(Ok(len), buf, Instant::now()), len);
         let steps = conn.closing_steps();
-        assert!(steps.shutdown && steps.cancel_recv && !steps.remove, "{steps:?}");
+        assert!(
+            steps.shutdown && steps.cancel_recv && !steps.remove,
+            "{steps:?}"
+        );
         let steps = conn.closing_steps();
-        assert!(steps.shutdown && !steps.cancel_recv, "the receive is cancelled once");
+        assert!(
+            steps.shutdown && !steps.cancel_recv,
+            "the receive is cancelled once"
+        );
         conn.on_recv_ended();
         assert!(conn.closing_steps().remove);
     }
@@ -331,10 +353,18 @@ mod tests {
         let (mut conn, _client) = conn();
         let mut server = Recorder::default();
         let limits = percore_http::Limits::default();
-        conn.on_bytes(b"GET /1 HTTP/1.1\r\n\r\n", &mut server, &settings(&limits));
+        conn.on_bytes(
+            b"GET /1 HTTP/1.1\r\nhost: t\r\n\r\n",
+            &mut server,
+            &settings(&limits),
+        );
         let buf = conn.take_send().unwrap();
         let first = buf.clone();
-        conn.on_bytes(b"GET /2 HTTP/1.1\r\n\r\n", &mut server, &settings(&limits));
+        conn.on_bytes(
+            b"GET /2 HTTP/1.1\r\nhost: t\r\n\r\n",
+            &mut server,
+            &settings(&limits),
+        );
         conn.on_sent(Ok(5), buf, Instant::now());
         let rest = conn.take_send().unwrap();
         assert!(rest.starts_with(&first[5..]));
@@ -346,11 +376,23 @@ mod tests {
         let (mut conn, _client) = conn();
         let mut server = Recorder::default();
         let limits = percore_http::Limits::default();
-        conn.on_bytes(b"GET / HTTP/1.1\r\n\r\n", &mut server, &settings(&limits));
+        conn.on_bytes(
+            b"GET / HTTP/1.1\r\nhost: t\r\n\r\n",
+            &mut server,
+            &settings(&limits),
+        );
         conn.on_failed();
         assert!(conn.take_send().is_none());
-        conn.on_bytes(b"GET / HTTP/1.1\r\n\r\n", &mut server, &settings(&limits));
-        assert_eq!(server.requests.len(), 1, "a broken connection reads no more");
+        conn.on_bytes(
+            b"GET / HTTP/1.1\r\nhost: t\r\n\r\n",
+            &mut server,
+            &settings(&limits),
+        );
+        assert_eq!(
+            server.requests.len(),
+            1,
+            "a broken connection reads no more"
+        );
     }
 
     #[test]
@@ -361,24 +403,38 @@ mod tests {
         let s = settings(&limits);
         conn.on_bytes(b"GET / HTTP/1.1\r\nhost: x\r\n", &mut server, &s);
         assert!(conn.mid_request());
-        assert_eq!(conn.on_tick(s.now + Duration::from_millis(1), Duration::from_secs(60)), None);
+        assert_eq!(
+            conn.on_tick(s.now + Duration::from_millis(1), Duration::from_secs(60)),
+            None
+        );
         let late = s.now + s.request_timeout + Duration::from_millis(1);
         assert_eq!(conn.on_tick(late, Duration::from_secs(60)), Some(408));
         assert!(!conn.is_open() && !conn.mid_request());
         let out = conn.take_send().unwrap();
-        assert!(out.starts_with(b"HTTP/1.1 408 "), "{}", String::from_utf8_lossy(&out));
+        assert!(
+            out.starts_with(b"HTTP/1.1 408 "),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
     }
 
     #[test]
     fn an_idle_connection_closes_and_a_busy_one_drains() {
         let (mut conn, _client) = conn();
         let now = Instant::now();
-        assert_eq!(conn.on_tick(now + Duration::from_secs(2), Duration::from_secs(1)), None);
+        assert_eq!(
+            conn.on_tick(now + Duration::from_secs(2), Duration::from_secs(1)),
+            None
+        );
         assert!(!conn.is_open());
         let (mut busy, _client) = self::conn();
         let mut server = Recorder::default();
         let limits = percore_http::Limits::default();
-        busy.on_bytes(b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\nab", &mut server, &settings(&limits));
+        busy.on_bytes(
+            b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\n\r\nab",
+            &mut server,
+            &settings(&limits),
+        );
         busy.on_drain();
         assert!(busy.is_open(), "a request in progress finishes");
     }

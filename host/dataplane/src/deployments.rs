@@ -4,11 +4,11 @@
 
 use percore_engine::Engine;
 
+use crate::ServeConfig;
 use crate::backend::Backend;
 use crate::counters::Counters;
 use crate::link::{ApplyError, Command, Ready};
 use crate::router::{RouteSpec, Router};
-use crate::ServeConfig;
 
 /// One deployment as loaded on one core.
 #[derive(Debug)]
@@ -119,7 +119,13 @@ impl Deployments {
 
     /// Mark `index` as used at `clock`; if that mapped its component, unmap the least recently
     /// used others past the cap.
-    pub(crate) fn used(&mut self, index: usize, clock: u64, was_mapped: bool, counters: &mut Counters) {
+    pub(crate) fn used(
+        &mut self,
+        index: usize,
+        clock: u64,
+        was_mapped: bool,
+        counters: &mut Counters,
+    ) {
         self.list[index].last_used = clock;
         if !was_mapped && self.list[index].backend.is_mapped() {
             self.unmap_beyond_cap(index, counters);

@@ -41,12 +41,11 @@ impl Dispatch {
         initial: &[Ready],
         link: ShardLink,
     ) -> Result<Self, Error> {
-        let deployments = Deployments::new(&engine, &config, initial, core).map_err(|e| {
-            Error::Deployment {
+        let deployments =
+            Deployments::new(&engine, &config, initial, core).map_err(|e| Error::Deployment {
                 name: e.deployment,
                 source: e.source,
-            }
-        })?;
+            })?;
         Ok(Self {
             core,
             config,
@@ -125,9 +124,10 @@ impl Serve for Dispatch {
         };
         let deployment = self.deployments.get_mut(index);
         let counters = &mut self.meter.counters;
-        let into = deployment
-            .backend
-            .begin_stream(&request, body_len, &deployment.name, counters)?;
+        let into =
+            deployment
+                .backend
+                .begin_stream(&request, body_len, &deployment.name, counters)?;
         counters.bodies_streamed += 1;
         let mut streamed = Streamed::new(deployment.id, deployment.generation, into, permit);
         streamed.push(first);
@@ -155,7 +155,9 @@ impl Dispatch {
         let copied_back;
         let (body, streamed) = match body {
             Body::Bytes(bytes) => (bytes, None),
-            Body::Streamed(s) if s.deployment == deployed.id && s.generation == deployed.generation => {
+            Body::Streamed(s)
+                if s.deployment == deployed.id && s.generation == deployed.generation =>
+            {
                 (&[][..], Some(s))
             }
             Body::Streamed(s) => {
@@ -185,8 +187,7 @@ impl Dispatch {
         let reply = {
             crate::misbehave::before_run(self.config.misbehave, &mut self.deployments, index);
             let mut reply = reply;
-            reply.timeout_as_500 =
-                self.config.misbehave == Some(crate::Misbehaviour::TimeoutAs500);
+            reply.timeout_as_500 = self.config.misbehave == Some(crate::Misbehaviour::TimeoutAs500);
             reply
         };
         self.clock += 1;
@@ -269,7 +270,11 @@ mod tests {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../target/guests")
             .join(format!("{name}.wasm"));
-        assert!(path.exists(), "{} is missing: run `cargo build-guests`", path.display());
+        assert!(
+            path.exists(),
+            "{} is missing: run `cargo build-guests`",
+            path.display()
+        );
         path
     }
 
@@ -297,7 +302,10 @@ mod tests {
     /// A dispatcher serving `echo` at `/`, with no socket and no shard thread.
     fn fixture() -> Fixture {
         let artifacts = tempfile::tempdir().unwrap();
-        let mut config = ServeConfig::new("127.0.0.1:0".parse().unwrap(), vec![spec("app", guest("echo"))]);
+        let mut config = ServeConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            vec![spec("app", guest("echo"))],
+        );
         config.artifacts = artifacts.path().to_owned();
         let ready = crate::prepare::artifacts(&config).unwrap();
         let config = Arc::new(config);
@@ -331,7 +339,8 @@ mod tests {
 
     fn large_request(len: usize) -> (Vec<u8>, Vec<u8>) {
         let body: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-        let mut wire = format!("POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\n\r\n").into_bytes();
+        let mut wire =
+            format!("POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\n\r\n").into_bytes();
         wire.extend_from_slice(&body);
         (wire, body)
     }
@@ -352,8 +361,15 @@ mod tests {
         assert_eq!(f.dispatch.streams_in_flight(), 0, "the permit is back");
         let counters = &f.dispatch.meter.counters;
         assert_eq!(counters.bodies_streamed, 1);
-        assert_eq!(counters.request_copies, 1, "one host copy: into guest memory");
-        assert!(out.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&out[..100]));
+        assert_eq!(
+            counters.request_copies, 1,
+            "one host copy: into guest memory"
+        );
+        assert!(
+            out.starts_with(b"HTTP/1.1 200 "),
+            "{}",
+            String::from_utf8_lossy(&out[..100])
+        );
         assert_eq!(last_body(&out), &body[..]);
     }
 
@@ -366,7 +382,10 @@ mod tests {
         let mut out = Vec::new();
         let config = f.config.clone();
         assert!(intake.feed(first, &mut out, &mut f.dispatch, &settings(&config)));
-        assert_eq!(f.dispatch.meter.counters.bodies_streamed, 1, "received into `echo`");
+        assert_eq!(
+            f.dispatch.meter.counters.bodies_streamed, 1,
+            "received into `echo`"
+        );
         // Version 2 of `app` is `hello`, which ignores the body.
         let mut v2 = crate::prepare::artifacts(&ServeConfig {
             deployments: vec![spec("app", guest("hello"))],
@@ -374,13 +393,21 @@ mod tests {
         })
         .unwrap();
         let ready = Box::new(v2.remove(0));
-        assert!(f.control.commands.push(Command::Deploy { seq: 1, ready }).is_ok());
+        assert!(
+            f.control
+                .commands
+                .push(Command::Deploy { seq: 1, ready })
+                .is_ok()
+        );
         f.dispatch.apply_commands();
         assert!(intake.feed(rest, &mut out, &mut f.dispatch, &settings(&config)));
         assert_eq!(f.dispatch.streams_in_flight(), 0);
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
-        assert!(text.contains("Hello from percore"), "the new version answered: {text}");
+        assert!(
+            text.contains("Hello from percore"),
+            "the new version answered: {text}"
+        );
         // And the old version would have echoed the body: check that the copy back is whole
         // by sending the same body to a fresh `echo`.
         let mut g = fixture();
@@ -405,7 +432,12 @@ mod tests {
         // is copied out and run on version 2.
         let mut v2 = crate::prepare::artifacts(&config).unwrap();
         let ready = Box::new(v2.remove(0));
-        assert!(f.control.commands.push(Command::Deploy { seq: 1, ready }).is_ok());
+        assert!(
+            f.control
+                .commands
+                .push(Command::Deploy { seq: 1, ready })
+                .is_ok()
+        );
         f.dispatch.apply_commands();
         intake.feed(rest, &mut out, &mut f.dispatch, &settings(&config));
         assert!(out.starts_with(b"HTTP/1.1 200 "));
@@ -418,7 +450,7 @@ mod tests {
         let config = f.config.clone();
         let mut intake = Intake::default();
         let mut out = Vec::new();
-        let wire = b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\ncontent-length: 2\r\n\r\nhi";
+        let wire = b"GET /1 HTTP/1.1\r\nhost: t\r\n\r\nPOST /2 HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nhi";
         assert!(intake.feed(wire, &mut out, &mut f.dispatch, &settings(&config)));
         let text = String::from_utf8_lossy(&out);
         let one = text.find("x-echo-path: /1\r\n").unwrap();

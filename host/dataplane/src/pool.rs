@@ -110,7 +110,10 @@ impl InstancePool {
             && let Err(why) = instance.prepare_reset()
         {
             // It would fail again: serve this deployment fresh from now on.
-            tracing::warn!(deployment, "instances cannot be reset, serving fresh ones: {why}");
+            tracing::warn!(
+                deployment,
+                "instances cannot be reset, serving fresh ones: {why}"
+            );
             self.policy = Policy::Fresh;
             if !instance.is_usable() {
                 instance = handler.instantiate(limits.clone(), config.clone())?;

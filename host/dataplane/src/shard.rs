@@ -84,7 +84,11 @@ impl Shard {
                 return self.dispatch.meter.counters;
             }
         };
-        tracing::debug!(core = self.core, ring_fd = ring.as_raw_fd(), "shard running");
+        tracing::debug!(
+            core = self.core,
+            ring_fd = ring.as_raw_fd(),
+            "shard running"
+        );
         let mut events = Vec::with_capacity(256);
         let mut drain_started = None;
         loop {

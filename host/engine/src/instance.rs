@@ -2,16 +2,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use percore_rt::cpu::thread_cpu_time;
 use percore_rt::host_memory::{HostMemoryStore, ResetStats, SnapshotError};
+use wasmtime::Store;
 use wasmtime::component::Component;
-use wasmtime::{Store, UpdateDeadline};
 
-use crate::bindings::{self, guest};
-use crate::host::{CallClock, HostState, LogLevel, LogRecord, LogSource};
-use crate::{Engine, Error, Fault, Limits, NotResettable, Request, Response, TimeoutKind};
+use crate::bindings;
+use crate::budget::{call_cpu, classify, epoch_check, start_clock};
+use crate::host::{HostState, LogRecord};
+use crate::response_check::check_response;
+use crate::{Engine, Error, Fault, Limits, NotResettable, Request, Response};
 
 /// Region capacity asked for at first use: small requests fit, and a fresh instance touches
 /// one page for it.
@@ -171,105 +172,6 @@ impl Handler {
             },
         }
     }
-}
-
-/// Why the epoch callback stopped a guest.
-#[derive(Debug)]
-struct Interrupted(TimeoutKind);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "interrupted: {:?} limit reached", self.0)
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-/// Runs at every epoch tick while a guest runs: stop it once it is over budget.
-fn epoch_check(
-    mut ctx: wasmtime::StoreContextMut<'_, HostState>,
-) -> wasmtime::Result<UpdateDeadline> {
-    let now = thread_cpu_time();
-    let state = ctx.data_mut();
-    let elapsed = state.clock.wall_start.elapsed();
-    let cpu_start = *state
-        .clock
-        .cpu_start
-        .get_or_insert(now.saturating_sub(elapsed));
-    if now.saturating_sub(cpu_start) > state.limits.cpu_budget {
-        return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Cpu)));
-    }
-    if state.clock.wall_start.elapsed() > state.limits.wall_deadline {
-        return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Wall)));
-    }
-    Ok(UpdateDeadline::Continue(1))
-}
-
-fn start_clock(store: &mut Store<HostState>) {
-    let state = store.data_mut();
-    state.memory.denied = false;
-    state.clock = CallClock {
-        wall_start: Instant::now(),
-        cpu_start: None,
-    };
-    store.set_epoch_deadline(1);
-}
-
-/// CPU time of the call so far (see [`CallStats::cpu`]).
-fn call_cpu(clock: &CallClock) -> Duration {
-    match clock.cpu_start {
-        Some(start) => thread_cpu_time().saturating_sub(start),
-        None => clock.wall_start.elapsed(),
-    }
-}
-
-/// Turn an error from guest code into a [`Fault`].
-fn classify(store: &mut Store<HostState>, error: wasmtime::Error) -> Fault {
-    store.data_mut().drain_output();
-    let state = store.data();
-    if let Some(Interrupted(kind)) = error.downcast_ref::<Interrupted>() {
-        let limit = match kind {
-            TimeoutKind::Cpu => state.limits.cpu_budget,
-            TimeoutKind::Wall => state.limits.wall_deadline,
-        };
-        return Fault::Timeout { kind: *kind, limit };
-    }
-    if state.memory.denied {
-        return Fault::OutOfMemory {
-            limit: state.memory.limit,
-        };
-    }
-    let what = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => trap.to_string(),
-        None => error.root_cause().to_string(),
-    };
-    let message = match panic_message(&state.logs) {
-        Some(panic) => format!("{what} ({panic})"),
-        None => what,
-    };
-    Fault::Trap { message }
-}
-
-/// The guest's panic message, if it left one: the SDK's panic hook logs it through the log import
-/// just before the trap; Rust's default hook prints it to stderr, over two lines.
-fn panic_message(logs: &[LogRecord]) -> Option<String> {
-    if let Some(record) = logs.iter().rev().find(|r| {
-        r.source == LogSource::Log && r.level == LogLevel::Error && r.message.contains("panicked")
-    }) {
-        return Some(record.message.clone());
-    }
-    let at = logs
-        .iter()
-        .rposition(|r| r.source == LogSource::Stderr && r.message.contains("panicked"))?;
-    let mut message = logs[at].message.trim_end_matches(':').to_owned();
-    if let Some(next) = logs
-        .get(at + 1)
-        .filter(|r| r.source == LogSource::Stderr && !r.message.starts_with("note:"))
-    {
-        message.push_str(": ");
-        message.push_str(&next.message);
-    }
-    Some(message)
 }
 
 /// Where the input region is, as the guest last said.
@@ -632,67 +534,4 @@ impl Instance {
         self.region = Some(region);
         Ok(Some(region))
     }
-}
-
-/// Header fields the host owns: it frames the response and manages the connection itself.
-const FRAMING: [&str; 4] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-];
-
-fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Hold a guest's response to the contract.
-fn check_response(response: guest::Response, limits: &Limits) -> Result<Response, Fault> {
-    let bad = |reason: String| Err(Fault::BadResponse { reason });
-    let guest::Response {
-        status,
-        headers,
-        body,
-    } = response;
-    if !(200..=599).contains(&status) {
-        return bad(format!("status {status} is outside 200-599"));
-    }
-    if headers.len() > limits.max_response_headers {
-        return bad(format!(
-            "{} header fields; the limit is {}",
-            headers.len(),
-            limits.max_response_headers
-        ));
-    }
-    for (name, value) in &headers {
-        if !is_token(name) {
-            return bad(format!("header name {name:?} is not an HTTP token"));
-        }
-        if value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return bad(format!(
-                "the value of header `{name}` contains CR, LF or NUL"
-            ));
-        }
-    }
-    if matches!(status, 204 | 304) && !body.is_empty() {
-        return bad(format!("status {status} must not have a body"));
-    }
-    if body.len() > limits.max_response_body {
-        return Err(Fault::ResponseTooLarge {
-            size: body.len(),
-            limit: limits.max_response_body,
-        });
-    }
-    let headers = headers
-        .into_iter()
-        .filter(|(name, _)| !FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f)))
-        .collect();
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
 }

@@ -13,11 +13,13 @@
 
 mod artifacts;
 mod bindings;
+mod budget;
 mod config;
 mod error;
 mod host;
 mod instance;
 mod message;
+mod response_check;
 mod state;
 mod ticker;
 mod validate;

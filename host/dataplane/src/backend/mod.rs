@@ -16,14 +16,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use percore_engine::{Engine, Request};
 
+use crate::ServeConfig;
 use crate::counters::Counters;
 use crate::link::Ready;
 use crate::meter::RequestId;
 use crate::respond::Reply;
-use crate::ServeConfig;
 
 /// What runs a deployment's requests.
 #[derive(Debug)]
+// One per deployment, in the deployment table: a box would cost an indirection per request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
     /// An `edge:handler` component.
     Edge(edge::EdgeHandler),

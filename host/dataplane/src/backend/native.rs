@@ -78,7 +78,10 @@ mod tests {
 
     #[test]
     fn native_names() {
-        assert_eq!(Native::named(Path::new("native:hello")), Some(Native::Hello));
+        assert_eq!(
+            Native::named(Path::new("native:hello")),
+            Some(Native::Hello)
+        );
         assert_eq!(Native::named(Path::new("native:json")), Some(Native::Json));
         assert_eq!(Native::named(Path::new("native:nope")), None);
         assert_eq!(Native::named(Path::new("hello.wasm")), None);

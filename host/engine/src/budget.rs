@@ -1,0 +1,109 @@
+//! A call's clock and its budgets: the epoch check that stops a guest past its CPU budget or
+//! wall deadline, and the turning of a guest's error (such a stop included) into a [`Fault`].
+
+use std::time::{Duration, Instant};
+
+use percore_rt::cpu::thread_cpu_time;
+use wasmtime::{Store, UpdateDeadline};
+
+use crate::host::{CallClock, HostState, LogLevel, LogRecord, LogSource};
+use crate::{Fault, TimeoutKind};
+
+/// Why the epoch callback stopped a guest.
+#[derive(Debug)]
+struct Interrupted(TimeoutKind);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: {:?} limit reached", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Runs at every epoch tick while a guest runs: stop it once it is over budget.
+pub(crate) fn epoch_check(
+    mut ctx: wasmtime::StoreContextMut<'_, HostState>,
+) -> wasmtime::Result<UpdateDeadline> {
+    let now = thread_cpu_time();
+    let state = ctx.data_mut();
+    let elapsed = state.clock.wall_start.elapsed();
+    let cpu_start = *state
+        .clock
+        .cpu_start
+        .get_or_insert(now.saturating_sub(elapsed));
+    if now.saturating_sub(cpu_start) > state.limits.cpu_budget {
+        return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Cpu)));
+    }
+    if state.clock.wall_start.elapsed() > state.limits.wall_deadline {
+        return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Wall)));
+    }
+    Ok(UpdateDeadline::Continue(1))
+}
+
+pub(crate) fn start_clock(store: &mut Store<HostState>) {
+    let state = store.data_mut();
+    state.memory.denied = false;
+    state.clock = CallClock {
+        wall_start: Instant::now(),
+        cpu_start: None,
+    };
+    store.set_epoch_deadline(1);
+}
+
+/// CPU time of the call so far (see [`crate::CallStats::cpu`]).
+pub(crate) fn call_cpu(clock: &CallClock) -> Duration {
+    match clock.cpu_start {
+        Some(start) => thread_cpu_time().saturating_sub(start),
+        None => clock.wall_start.elapsed(),
+    }
+}
+
+/// Turn an error from guest code into a [`Fault`].
+pub(crate) fn classify(store: &mut Store<HostState>, error: wasmtime::Error) -> Fault {
+    store.data_mut().drain_output();
+    let state = store.data();
+    if let Some(Interrupted(kind)) = error.downcast_ref::<Interrupted>() {
+        let limit = match kind {
+            TimeoutKind::Cpu => state.limits.cpu_budget,
+            TimeoutKind::Wall => state.limits.wall_deadline,
+        };
+        return Fault::Timeout { kind: *kind, limit };
+    }
+    if state.memory.denied {
+        return Fault::OutOfMemory {
+            limit: state.memory.limit,
+        };
+    }
+    let what = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    let message = match panic_message(&state.logs) {
+        Some(panic) => format!("{what} ({panic})"),
+        None => what,
+    };
+    Fault::Trap { message }
+}
+
+/// The guest's panic message, if it left one: the SDK's panic hook logs it through the log import
+/// just before the trap; Rust's default hook prints it to stderr, over two lines.
+fn panic_message(logs: &[LogRecord]) -> Option<String> {
+    if let Some(record) = logs.iter().rev().find(|r| {
+        r.source == LogSource::Log && r.level == LogLevel::Error && r.message.contains("panicked")
+    }) {
+        return Some(record.message.clone());
+    }
+    let at = logs
+        .iter()
+        .rposition(|r| r.source == LogSource::Stderr && r.message.contains("panicked"))?;
+    let mut message = logs[at].message.trim_end_matches(':').to_owned();
+    if let Some(next) = logs
+        .get(at + 1)
+        .filter(|r| r.source == LogSource::Stderr && !r.message.starts_with("note:"))
+    {
+        message.push_str(": ");
+        message.push_str(&next.message);
+    }
+    Some(message)
+}
