@@ -7,6 +7,7 @@
 #
 #   bash benches/density.sh              # N = 1000 and 10000
 #   bash benches/density.sh 200 2000     # other sizes
+#   PERCORE_BIN=/path/to/percore bash benches/density.sh 1000   # another build
 #
 # Memory figures are the host process's RSS (/proc/PID/status) and PSS (smaps_rollup, which
 # splits shared artifact pages fairly); nothing is asserted.
@@ -17,8 +18,12 @@ sizes=("$@")
 
 bash scripts/setup-guest-toolchain.sh >/dev/null
 cargo build-guests >/dev/null
-cargo build --quiet --release -p percore
-percore=$PWD/target/release/percore
+if [ -n "${PERCORE_BIN:-}" ]; then
+    percore=$(realpath "$PERCORE_BIN")   # another build (before/after comparisons)
+else
+    cargo build --quiet --release -p percore
+    percore=$PWD/target/release/percore
+fi
 guest=$PWD/target/guests/hello.wasm
 
 tmp=$(mktemp -d)
