@@ -373,11 +373,12 @@ mod tests {
         assert_eq!(last_body(&out), &body[..]);
     }
 
-    #[test]
-    fn a_deployment_swapped_mid_stream_runs_the_request_on_the_new_version() {
+    /// Send a body of `len` bytes to `echo`; after the first `cut` bytes of the request, deploy
+    /// `app` again as `v2`; send the rest. Returns the output and the body sent.
+    fn swap_mid_stream(v2: &str, len: usize, cut: usize) -> (Vec<u8>, Vec<u8>) {
         let mut f = fixture();
-        let (wire, body) = large_request(200_000);
-        let (first, rest) = wire.split_at(40_000);
+        let (wire, body) = large_request(len);
+        let (first, rest) = wire.split_at(cut);
         let mut intake = Intake::default();
         let mut out = Vec::new();
         let config = f.config.clone();
@@ -386,60 +387,38 @@ mod tests {
             f.dispatch.meter.counters.bodies_streamed, 1,
             "received into `echo`"
         );
-        // Version 2 of `app` is `hello`, which ignores the body.
+        assert_eq!(f.dispatch.streams_in_flight(), 1);
         let mut v2 = crate::prepare::artifacts(&ServeConfig {
-            deployments: vec![spec("app", guest("hello"))],
+            deployments: vec![spec("app", guest(v2))],
             ..(*config).clone()
         })
         .unwrap();
         let ready = Box::new(v2.remove(0));
-        assert!(
-            f.control
-                .commands
-                .push(Command::Deploy { seq: 1, ready })
-                .is_ok()
-        );
+        let deploy = Command::Deploy { seq: 1, ready };
+        assert!(f.control.commands.push(deploy).is_ok());
         f.dispatch.apply_commands();
         assert!(intake.feed(rest, &mut out, &mut f.dispatch, &settings(&config)));
-        assert_eq!(f.dispatch.streams_in_flight(), 0);
+        assert_eq!(f.dispatch.streams_in_flight(), 0, "the permit is back");
+        (out, body)
+    }
+
+    #[test]
+    fn a_deployment_swapped_mid_stream_runs_the_request_on_the_new_version() {
+        // Version 2 of `app` is `hello`, which ignores the body.
+        let (out, _) = swap_mid_stream("hello", 200_000, 40_000);
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
         assert!(
             text.contains("Hello from percore"),
             "the new version answered: {text}"
         );
-        // And the old version would have echoed the body: check that the copy back is whole
-        // by sending the same body to a fresh `echo`.
-        let mut g = fixture();
-        let mut out = Vec::new();
-        let mut intake = Intake::default();
-        for piece in [first, rest] {
-            intake.feed(piece, &mut out, &mut g.dispatch, &settings(&config));
-        }
-        assert_eq!(last_body(&out), &body[..]);
     }
 
     #[test]
-    fn a_swap_back_to_a_component_copies_the_streamed_body_out_whole() {
-        let mut f = fixture();
-        let (wire, body) = large_request(150_000);
-        let (first, rest) = wire.split_at(70_000);
-        let mut intake = Intake::default();
-        let mut out = Vec::new();
-        let config = f.config.clone();
-        intake.feed(first, &mut out, &mut f.dispatch, &settings(&config));
+    fn a_swap_to_a_new_load_copies_the_streamed_body_out_whole() {
         // Version 2 is `echo` again (a new load): the body received into version 1's instance
-        // is copied out and run on version 2.
-        let mut v2 = crate::prepare::artifacts(&config).unwrap();
-        let ready = Box::new(v2.remove(0));
-        assert!(
-            f.control
-                .commands
-                .push(Command::Deploy { seq: 1, ready })
-                .is_ok()
-        );
-        f.dispatch.apply_commands();
-        intake.feed(rest, &mut out, &mut f.dispatch, &settings(&config));
+        // is copied back out and run on version 2.
+        let (out, body) = swap_mid_stream("echo", 150_000, 70_000);
         assert!(out.starts_with(b"HTTP/1.1 200 "));
         assert_eq!(last_body(&out), &body[..], "byte-exact after the copy back");
     }
