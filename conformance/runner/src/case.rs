@@ -1,10 +1,64 @@
 //! The declarative case format (`conformance/cases/<name>/case.toml`).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+
+/// The configuration key that tells a probe guest which guest it stands in for.
+pub const PROBE_ROLE: &str = "PROBE_ROLE";
+
+/// A kind of guest a case runs against (conformance/README.md, "Kinds of guest").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// `edge:handler` components: the case's own guests.
+    Edge,
+    /// `wasi:http/proxy@0.2` components: every guest replaced by the `probe-http` guest.
+    WasiHttp,
+    /// WASI commands run CGI style: every guest replaced by the `probe-cgi` guest.
+    Cgi,
+}
+
+impl Kind {
+    /// Every kind, in the order runs are reported.
+    pub const ALL: [Kind; 3] = [Kind::Edge, Kind::WasiHttp, Kind::Cgi];
+
+    /// The kind named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The name cases and the command line use (`wasi-http`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Edge => "edge",
+            Kind::WasiHttp => "wasi-http",
+            Kind::Cgi => "cgi",
+        }
+    }
+
+    /// The guest that stands in for every guest of a case, for kinds other than `edge`.
+    pub fn probe(self) -> Option<&'static str> {
+        match self {
+            Kind::Edge => None,
+            Kind::WasiHttp => Some("probe-http"),
+            Kind::Cgi => Some("probe-cgi"),
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn edge_only() -> Vec<Kind> {
+    vec![Kind::Edge]
+}
 
 /// One case: deployments the host must serve and exchanges to check.
 #[derive(Debug, Deserialize)]
@@ -15,6 +69,9 @@ pub struct Case {
     /// Rule of the contract the case pins (section of conformance/README.md).
     #[serde(default)]
     pub rule: String,
+    /// The kinds of guest the case runs against, each a run of its own.
+    #[serde(default = "edge_only")]
+    pub kinds: Vec<Kind>,
     /// Deployments the host is started with.
     #[serde(rename = "deployment")]
     pub deployments: Vec<Deployment>,
@@ -33,6 +90,32 @@ pub struct Case {
     /// Filled in when loaded.
     #[serde(skip)]
     pub dir: PathBuf,
+}
+
+impl Case {
+    /// The name of the case's run for `kind`, as reported and as expected-failures.txt lists it:
+    /// the case's name for `edge`, `name [kind]` for the others.
+    pub fn run_name(&self, kind: Kind) -> String {
+        match kind {
+            Kind::Edge => self.name.clone(),
+            _ => format!("{} [{kind}]", self.name),
+        }
+    }
+
+    /// The deployments the host serves for `kind`: the case's own for `edge`; for another kind
+    /// each guest is replaced by that kind's probe (or the deployment's `probe`), configured
+    /// with the role it plays: the name of the guest it stands in for.
+    pub fn deployments_for(&self, kind: Kind) -> Vec<Deployment> {
+        let mut deployments = self.deployments.clone();
+        if let Some(probe) = kind.probe() {
+            for d in &mut deployments {
+                let probe = d.probe.take().unwrap_or_else(|| probe.to_owned());
+                let role = std::mem::replace(&mut d.guest, probe);
+                d.config.insert(PROBE_ROLE.to_owned(), role);
+            }
+        }
+        deployments
+    }
 }
 
 /// Host-wide settings a case needs.
@@ -63,6 +146,9 @@ pub struct Deployment {
     pub max_response_mb: Option<usize>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// For kinds other than `edge`: the probe guest to serve instead of the kind's own
+    /// (`probe-cgi-wasip1`: the CGI probe as a preview1 core module).
+    pub probe: Option<String>,
 }
 
 /// A route of a deployment.
@@ -206,6 +292,26 @@ pub fn load_all(dir: &Path) -> anyhow::Result<Vec<Case>> {
         case.dir = entry.path();
         if case.requests.is_empty() && case.raws.is_empty() {
             bail!("{}: no [[request]] or [[raw]]", path.display());
+        }
+        if case.kinds.is_empty() {
+            bail!("{}: `kinds` is empty", path.display());
+        }
+        let mut kinds = case.kinds.clone();
+        kinds.sort();
+        kinds.dedup();
+        if kinds.len() != case.kinds.len() {
+            bail!("{}: `kinds` lists a kind twice", path.display());
+        }
+        if case.kinds.iter().any(|k| k.probe().is_some())
+            && case
+                .deployments
+                .iter()
+                .any(|d| d.config.contains_key(PROBE_ROLE))
+        {
+            bail!(
+                "{}: {PROBE_ROLE} is set by the runner for probe kinds, not in a case",
+                path.display()
+            );
         }
         cases.push(case);
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::case::{Case, Deployment};
+use crate::case::{Case, Deployment, Kind};
 
 /// A free loopback port (bound, read, released).
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
@@ -15,8 +15,14 @@ pub fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// The manifest for a case: percore's configuration format (see conformance/README.md).
-pub fn manifest(case: &Case, guests: &Path, addr: SocketAddr) -> anyhow::Result<String> {
+/// The manifest for a case's run against `kind`: percore's configuration format (see
+/// conformance/README.md).
+pub fn manifest(
+    case: &Case,
+    kind: Kind,
+    guests: &Path,
+    addr: SocketAddr,
+) -> anyhow::Result<String> {
     let mut out = String::new();
     out.push_str(&format!("listen = \"{addr}\"\n"));
     if case.host.portable {
@@ -35,7 +41,7 @@ pub fn manifest(case: &Case, guests: &Path, addr: SocketAddr) -> anyhow::Result<
     if let Some(v) = case.host.request_timeout_ms {
         out.push_str(&format!("request_timeout_ms = {v}\n"));
     }
-    for d in &case.deployments {
+    for d in &case.deployments_for(kind) {
         out.push_str(&deployment(d, guests)?);
     }
     Ok(out)

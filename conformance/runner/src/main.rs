@@ -1,7 +1,8 @@
-//! `percore-conformance`: runs the edge:handler conformance cases against a host.
+//! `percore-conformance`: runs the conformance cases against a host, each case once per kind of
+//! guest it lists (`edge:handler`, `wasi:http`, CGI).
 //!
 //! The host contract (how the host is given components, configuration and a port, and how it
-//! says it is ready) is in conformance/README.md.
+//! says it is ready) and the kinds of guest are in conformance/README.md.
 #![forbid(unsafe_code)]
 
 mod case;
@@ -18,31 +19,38 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use crate::case::{Case, Kind};
 use crate::report::{Outcome, Status};
 
 /// Run the conformance suite against a host.
 #[derive(Debug, Parser)]
 #[command(name = "percore-conformance", version, about)]
 struct Args {
-    /// The host to start for each case: a shell command line in which `{manifest}` is replaced by
-    /// the path of the case's deployment manifest, `{addr}` by the address to listen on, `{port}`
+    /// The host to start for each run: a shell command line in which `{manifest}` is replaced by
+    /// the path of the run's deployment manifest, `{addr}` by the address to listen on, `{port}`
     /// by its port. Example: `percore serve --config {manifest}`.
     #[arg(long, required_unless_present_any = ["url", "list", "print_manifest"])]
     host: Option<String>,
     /// Test a host that is already running at this address (`127.0.0.1:8080`) instead; it must
-    /// serve the manifest of the selected case (see --print-manifest).
+    /// serve the manifest of the selected run (see --print-manifest).
     #[arg(long, conflicts_with = "host")]
     url: Option<String>,
-    /// Only cases whose name contains this text (repeatable).
+    /// Only runs whose name contains this text (repeatable). A run is a case against one kind
+    /// of guest, named `CASE` for `edge` and `CASE [KIND]` for the others: `fault-timeout`
+    /// selects all of that case's runs, `[cgi]` every CGI run.
     #[arg(long)]
     filter: Vec<String>,
+    /// Only runs against this kind of guest (repeatable). With --print-manifest: the kind whose
+    /// manifest to print.
+    #[arg(long = "kind", value_enum, value_name = "KIND")]
+    kinds: Vec<Kind>,
     /// The cases folder.
     #[arg(long, default_value = "conformance/cases")]
     cases: PathBuf,
     /// Where the test guests are (`<name>.wasm`).
     #[arg(long, default_value = "target/guests")]
     guests: PathBuf,
-    /// Cases known to fail; a listed case that passes fails the run.
+    /// Runs known to fail (`CASE` or `CASE [KIND]`); a listed run that passes fails the suite.
     #[arg(long, default_value = "conformance/expected-failures.txt")]
     expected_failures: PathBuf,
     /// Write a JSON report here.
@@ -51,10 +59,11 @@ struct Args {
     /// Write a JUnit XML report here.
     #[arg(long)]
     junit: Option<PathBuf>,
-    /// List the cases and exit.
+    /// List the cases (with the kinds selected and their rules) and exit.
     #[arg(long)]
     list: bool,
-    /// Print the manifest of one case (for --url) and exit.
+    /// Print the manifest of one run (for --url) and exit: `CASE` (its first kind, or the one
+    /// --kind gives) or `CASE [KIND]`.
     #[arg(long, value_name = "CASE")]
     print_manifest: Option<String>,
 }
@@ -81,37 +90,103 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether the command line selects `case`'s run against `kind`.
+fn selected(args: &Args, case: &Case, kind: Kind) -> bool {
+    let name = case.run_name(kind);
+    (args.kinds.is_empty() || args.kinds.contains(&kind))
+        && (args.filter.is_empty() || args.filter.iter().any(|f| name.contains(f.as_str())))
+}
+
+/// The run `--print-manifest` names: `CASE [KIND]`, or `CASE` with the kind from `--kind` or
+/// else the case's first.
+fn named_run<'a>(
+    cases: &'a [Case],
+    name: &str,
+    kinds: &[Kind],
+) -> anyhow::Result<(&'a Case, Kind)> {
+    let (case_name, kind) = match name.strip_suffix(']').and_then(|n| n.rsplit_once(" [")) {
+        Some((case_name, kind)) => {
+            let kind = Kind::from_name(kind)
+                .with_context(|| format!("no kind of guest `{kind}` (edge, wasi-http, cgi)"))?;
+            (case_name, Some(kind))
+        }
+        None => (name, None),
+    };
+    let case = cases
+        .iter()
+        .find(|c| c.name == case_name)
+        .with_context(|| format!("no case {case_name}"))?;
+    let kind = match (kind, kinds) {
+        (Some(kind), _) => kind,
+        (None, [kind]) => *kind,
+        (None, []) => Kind::ALL
+            .into_iter()
+            .find(|k| case.kinds.contains(k))
+            .with_context(|| format!("case {case_name} lists no kind"))?,
+        (None, _) => bail!("give one --kind with --print-manifest"),
+    };
+    if !case.kinds.contains(&kind) {
+        bail!("case {case_name} does not run against {kind} guests");
+    }
+    Ok((case, kind))
+}
+
 fn run() -> anyhow::Result<bool> {
     let args = Args::parse();
-    let mut cases = case::load_all(&args.cases)?;
-    if !args.filter.is_empty() {
-        cases.retain(|c| args.filter.iter().any(|f| c.name.contains(f.as_str())));
-    }
-    if args.list {
-        for case in &cases {
-            println!("{:<40} [{}] {}", case.name, case.rule, case.description);
-        }
-        return Ok(true);
-    }
+    let cases = case::load_all(&args.cases)?;
     if let Some(name) = &args.print_manifest {
-        let case = cases
-            .iter()
-            .find(|c| &c.name == name)
-            .with_context(|| format!("no case {name}"))?;
+        let (case, kind) = named_run(&cases, name, &args.kinds)?;
         print!(
             "{}",
-            host::manifest(case, &args.guests, "127.0.0.1:8080".parse()?)?
+            host::manifest(case, kind, &args.guests, "127.0.0.1:8080".parse()?)?
         );
         return Ok(true);
     }
-    if cases.is_empty() {
+    // Every run: each case against each kind it lists, in the order of `Kind::ALL`.
+    let all: Vec<(&Case, Kind)> = cases
+        .iter()
+        .flat_map(|c| {
+            Kind::ALL
+                .into_iter()
+                .filter(|k| c.kinds.contains(k))
+                .map(move |k| (c, k))
+        })
+        .collect();
+    let runs: Vec<(&Case, Kind)> = all
+        .iter()
+        .copied()
+        .filter(|&(c, k)| selected(&args, c, k))
+        .collect();
+    if args.list {
+        for case in &cases {
+            let kinds: Vec<&str> = Kind::ALL
+                .into_iter()
+                .filter(|&k| runs.iter().any(|&(c, rk)| c.name == case.name && rk == k))
+                .map(Kind::name)
+                .collect();
+            if !kinds.is_empty() {
+                println!(
+                    "{:<40} {:<20} [{}] {}",
+                    case.name,
+                    kinds.join(","),
+                    case.rule,
+                    case.description
+                );
+            }
+        }
+        return Ok(true);
+    }
+    if runs.is_empty() {
         bail!("no case selected");
+    }
+    if args.url.is_some() && runs.iter().any(|&(_, k)| k != runs[0].1) {
+        bail!("a running host (--url) serves one kind of guest: select one with --kind");
     }
     let xfail = expected_failures(&args.expected_failures)?;
     for name in &xfail {
-        if !cases.iter().any(|c| &c.name == name) && args.filter.is_empty() {
+        if !all.iter().any(|&(c, k)| &c.run_name(k) == name) {
             bail!(
-                "{} lists `{name}`, which is not a case",
+                "{} lists `{name}`, which is no case's run (`CASE` or `CASE [KIND]`)",
                 args.expected_failures.display()
             );
         }
@@ -119,10 +194,11 @@ fn run() -> anyhow::Result<bool> {
     let work = std::env::temp_dir().join(format!("percore-conformance-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let mut outcomes = Vec::new();
-    for case in &cases {
+    for &(case, kind) in &runs {
+        let name = case.run_name(kind);
         let started = Instant::now();
-        let result = run_case(case, &args, &work);
-        let expected_to_fail = xfail.contains(&case.name);
+        let result = run_case(case, kind, &args, &work);
+        let expected_to_fail = xfail.contains(&name);
         let (status, message) = match (result, expected_to_fail) {
             (Ok(()), false) => (Status::Pass, String::new()),
             (Ok(()), true) => (
@@ -133,7 +209,9 @@ fn run() -> anyhow::Result<bool> {
             (Err(e), true) => (Status::ExpectedFailure, format!("{e:#}")),
         };
         let outcome = Outcome {
-            name: case.name.clone(),
+            name,
+            case: case.name.clone(),
+            kind,
             description: case.description.clone(),
             status,
             message,
@@ -160,13 +238,16 @@ fn run() -> anyhow::Result<bool> {
     Ok(failed == 0)
 }
 
-fn run_case(case: &case::Case, args: &Args, work: &std::path::Path) -> anyhow::Result<()> {
+fn run_case(case: &Case, kind: Kind, args: &Args, work: &std::path::Path) -> anyhow::Result<()> {
     match (&args.host, &args.url) {
         (Some(command), _) => {
             let addr = host::free_addr()?;
-            let manifest_path = work.join(format!("{}.toml", case.name));
-            std::fs::write(&manifest_path, host::manifest(case, &args.guests, addr)?)?;
-            let log = work.join(format!("{}.log", case.name));
+            let manifest_path = work.join(format!("{}.{kind}.toml", case.name));
+            std::fs::write(
+                &manifest_path,
+                host::manifest(case, kind, &args.guests, addr)?,
+            )?;
+            let log = work.join(format!("{}.{kind}.log", case.name));
             let mut host = host::Host::start(command, &manifest_path, addr, &log)?;
             let result = check::run(case, host.addr);
             let alive = host.alive();

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::case::Kind;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Pass,
@@ -10,9 +12,14 @@ pub enum Status {
     ExpectedFailure,
 }
 
+/// How one run (a case against one kind of guest) went.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The run's name: `CASE` for `edge`, `CASE [KIND]` for the other kinds.
     pub name: String,
+    /// The case's name.
+    pub case: String,
+    pub kind: Kind,
     pub description: String,
     pub status: Status,
     pub message: String,
@@ -48,6 +55,8 @@ pub fn write_json(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
         .map(|o| {
             serde_json::json!({
                 "name": o.name,
+                "case": o.case,
+                "kind": o.kind.name(),
                 "description": o.description,
                 "status": match o.status { Status::Pass => "pass", Status::Fail => "fail", Status::ExpectedFailure => "expected_failure" },
                 "message": o.message,
@@ -88,7 +97,8 @@ pub fn write_junit(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
     );
     for o in outcomes {
         xml.push_str(&format!(
-            "  <testcase classname=\"conformance\" name=\"{}\" time=\"{:.3}\">",
+            "  <testcase classname=\"conformance.{}\" name=\"{}\" time=\"{:.3}\">",
+            o.kind,
             xml_escape(&o.name),
             o.duration.as_secs_f64()
         ));

@@ -51,6 +51,10 @@ pub struct DeployArgs {
     /// Instances one core keeps at most.
     #[arg(long)]
     max_instances_per_core: Option<usize>,
+    /// The kind of guest (`edge`, `wasi-http`, `cgi`, `bare`); told from the binary when
+    /// absent, and checked against it when given.
+    #[arg(long)]
+    kind: Option<String>,
     #[command(flatten)]
     target: Target,
 }
@@ -256,12 +260,15 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
             limits.insert(key.to_owned(), json!(v));
         }
     }
-    let body = json!({
+    let mut body = json!({
         "component": { "sha256": hash },
         "routes": routes,
         "config": config,
         "limits": limits,
     });
+    if let Some(kind) = &args.kind {
+        body["kind"] = json!(kind);
+    }
     let body = serde_json::to_vec(&body)?;
     let started = Instant::now();
     let (status, value) = with_progress("validating, compiling and deploying", || {
@@ -329,16 +336,17 @@ pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:>7} {:<8} {:<12} {:<10} ROUTES",
-        "NAME", "VERSION", "SOURCE", "COMPONENT", "INSTANCES"
+        "{:<24} {:>7} {:<8} {:<14} {:<12} {:<10} ROUTES",
+        "NAME", "VERSION", "SOURCE", "KIND", "COMPONENT", "INSTANCES"
     );
     for d in list {
         let component = d["component"].as_str().unwrap_or("");
         println!(
-            "{:<24} {:>7} {:<8} {:<12} {:<10} {}",
+            "{:<24} {:>7} {:<8} {:<14} {:<12} {:<10} {}",
             d["name"].as_str().unwrap_or(""),
             d["version"].to_string(),
             d["source"].as_str().unwrap_or(""),
+            d["kind"].as_str().unwrap_or("edge"),
             if d["source"] == "api" {
                 short(component)
             } else {

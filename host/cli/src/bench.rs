@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use percore_engine::{
-    Engine, EngineConfig, InputPath, InputPreference, Limits, Request, check_resettable,
+    CgiSite, Engine, EngineConfig, Guest, InputPath, InputPreference, Limits, Request,
+    check_resettable,
 };
 
 /// Arguments of `percore bench`.
@@ -102,13 +103,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let path = dir.path().join("component.cwasm");
     std::fs::write(&path, &artifact)?;
     let mut load_times = Vec::new();
-    let mut handler = None;
+    let mut guest = None;
     for _ in 0..20 {
         let started = Instant::now();
-        handler = Some(engine.load_artifact(&path)?);
+        guest = Some(engine.load_guest_artifact(&path)?);
         load_times.push(started.elapsed());
     }
-    let handler = handler.context("no artifact loaded")?;
+    let guest = guest.context("no artifact loaded")?;
+    println!("kind: {}", guest.kind());
     let compile = summarize(compile_times);
     let load = summarize(load_times);
     println!(
@@ -134,6 +136,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         body: b"",
     };
     println!();
+    let handler = match guest {
+        Guest::Edge(handler) => handler,
+        other => return fresh_only(&other, &args, limits, config),
+    };
     println!(
         "{:<10} {:<9} {:>10} {:>10} {:>10}   (per request, µs, {} requests each)",
         "input", "instance", "p50", "mean", "p99", args.iterations
@@ -223,5 +229,67 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Kinds of guest that run a fresh instance per request (wasi:http, commands, bare modules):
+/// one line, a POST of a small body (what a command echoes), or a bare module's function called
+/// with no arguments.
+fn fresh_only(
+    guest: &Guest,
+    args: &Args,
+    limits: Arc<Limits>,
+    config: Arc<std::collections::BTreeMap<String, String>>,
+) -> anyhow::Result<ExitCode> {
+    let headers: &[(&str, &[u8])] = &[
+        ("host", b"bench.local"),
+        ("content-type", b"text/plain"),
+        ("content-length", b"25"),
+    ];
+    let request = Request {
+        method: "POST",
+        path_with_query: "/",
+        headers,
+        body: b"percore bench: small body",
+    };
+    let function = match guest {
+        Guest::Bare(bare) => Some(bare.pick(None)?.to_owned()),
+        _ => None,
+    };
+    println!(
+        "{:<10} {:<9} {:>10} {:>10} {:>10}   (per request, µs, {} requests each)",
+        "input", "instance", "p50", "mean", "p99", args.iterations
+    );
+    let mut samples = Vec::with_capacity(args.iterations);
+    for _ in 0..args.iterations {
+        let started = Instant::now();
+        let invocation = match guest {
+            Guest::Http(h) => h.handle(limits.clone(), config.clone(), &request),
+            Guest::Cgi(h) => h.handle(
+                limits.clone(),
+                config.clone(),
+                &request,
+                &CgiSite::default(),
+            ),
+            Guest::Bare(h) => h.call(limits.clone(), function.as_deref().unwrap_or(""), &[])?,
+            Guest::Edge(_) => unreachable!("edge guests have their own table"),
+        };
+        samples.push(started.elapsed());
+        invocation.result.context("the guest failed a request")?;
+    }
+    let s = summarize(samples);
+    let input = match guest {
+        Guest::Cgi(_) => "stdin",
+        Guest::Bare(_) => "args",
+        _ => "wasi:http",
+    };
+    println!(
+        "{:<10} {:<9} {:>10} {:>10} {:>10}",
+        input,
+        "fresh",
+        us(s.p50),
+        us(s.mean),
+        us(s.p99)
+    );
     Ok(ExitCode::SUCCESS)
 }

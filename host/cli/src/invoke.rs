@@ -1,4 +1,5 @@
-//! `percore invoke`: one request through a component, in-process.
+//! `percore invoke`: one request through a guest of any kind, in-process; for a bare module,
+//! one call of an exported function with `--args`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use percore_engine::{Engine, EngineConfig, InputPreference, Invocation, Request};
+use percore_engine::{CgiSite, Engine, EngineConfig, Guest, InputPreference, Invocation, Request};
 use serde_json::json;
 
 use crate::limits::GuestArgs;
@@ -45,6 +46,12 @@ pub struct Args {
     /// Print only the response body.
     #[arg(long, conflicts_with = "json")]
     body_only: bool,
+    /// Bare modules: the arguments of the function called (integers or numbers).
+    #[arg(long, num_args = 1.., allow_negative_numbers = true, value_name = "ARG")]
+    args: Vec<String>,
+    /// Bare modules: the exported function to call (default: the only one, else `_start`).
+    #[arg(long, value_name = "FUNCTION")]
+    invoke: Option<String>,
     #[command(flatten)]
     guest: GuestArgs,
 }
@@ -74,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Arc::new(args.guest.config()?);
 
     let engine = Engine::new(EngineConfig::default())?;
-    let handler = engine
+    let guest = engine
         .load_file(&args.component)
         .with_context(|| format!("cannot load {}", args.component.display()))?;
     let request = Request {
@@ -93,7 +100,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let invocation = handler.handle_fresh(limits, config, &request, preference);
+    let invocation = match &guest {
+        Guest::Edge(handler) => handler.handle_fresh(limits, config, &request, preference),
+        Guest::Http(handler) => handler.handle(limits, config, &request),
+        Guest::Cgi(handler) => handler.handle(limits, config, &request, &CgiSite::default()),
+        Guest::Bare(handler) => {
+            let function = handler.pick(args.invoke.as_deref())?.to_owned();
+            let call_args: Vec<&str> = args.args.iter().map(String::as_str).collect();
+            let invocation = handler.call(limits, &function, &call_args)?;
+            return print_bare(&invocation, args.json);
+        }
+    };
+    if !matches!(guest, Guest::Bare(_)) && (!args.args.is_empty() || args.invoke.is_some()) {
+        bail!(
+            "--args and --invoke are for bare modules; {} is a {} guest",
+            args.component.display(),
+            guest.kind()
+        );
+    }
     if !args.json {
         logging::emit_guest_logs(&name, &invocation.logs, invocation.logs_dropped);
     }
@@ -127,6 +151,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     out.flush()?;
     Ok(code)
+}
+
+/// A bare call prints its results alone (`7`), or the JSON object.
+fn print_bare(invocation: &Invocation, json: bool) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &to_json(invocation))?;
+        writeln!(out)?;
+    } else if let Ok(response) = &invocation.result {
+        out.write_all(&response.body)?;
+    } else if let Err(fault) = &invocation.result {
+        eprintln!("error: {fault}");
+    }
+    out.flush()?;
+    Ok(exit_code(invocation))
 }
 
 fn exit_code(invocation: &Invocation) -> ExitCode {

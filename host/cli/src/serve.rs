@@ -146,6 +146,8 @@ struct FileDeployment {
     max_response_mb: Option<usize>,
     #[serde(default)]
     config: BTreeMap<String, String>,
+    /// `edge`, `wasi-http`, `cgi` or `bare`: checked against what the binary is.
+    kind: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +230,13 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
                         .max_response_mb
                         .map_or(defaults.max_response_body, |m| m << 20),
                     ..defaults.clone()
+                },
+                kind: match d.kind.as_deref() {
+                    None => None,
+                    Some(kind) => Some(
+                        kind.parse()
+                            .with_context(|| format!("deployment `{}`", d.name))?,
+                    ),
                 },
                 config: d.config,
                 name: d.name,
@@ -394,6 +403,7 @@ fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
                 limits: limits.clone(),
                 config: config_values.clone(),
                 max_instances_per_core: percore_dataplane::DEFAULT_MAX_INSTANCES_PER_CORE,
+                kind: None,
             }
         })
         .collect();

@@ -30,6 +30,10 @@ pub struct DeployRequest {
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: crate::store::LimitsDoc,
+    /// The kind of guest, if the caller states it (`edge`, `wasi-http`, `cgi`, `bare`); it is
+    /// told from the component otherwise, and a stated kind must match what is found.
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 /// A route as the router compares it: host lowercased, no trailing slash.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 use percore_dataplane::{
     Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, Ready, RouteSpec,
 };
-use percore_engine::{ArtifactCache, Cached, Engine, EngineConfig, Limits, NotResettable};
+use percore_engine::{
+    ArtifactCache, Cached, Engine, EngineConfig, GuestKind, Limits, NotResettable,
+};
 use percore_rt::notify::Notifier;
 use serde_json::{Value, json};
 
@@ -238,9 +240,16 @@ impl Plane {
                 limits,
                 config: row.doc.config.clone(),
                 max_instances_per_core: max_instances,
+                kind: None,
             },
             artifact: row.artifact.clone(),
             resettable,
+            kind: row
+                .doc
+                .kind
+                .as_deref()
+                .and_then(|k| k.parse().ok())
+                .unwrap_or(GuestKind::Edge),
         }
     }
 
@@ -370,10 +379,18 @@ impl Plane {
             }
         }
         check_collisions(name, &routes, &self.fixed, &self.dynamic)?;
-        let doc = DeploymentDoc {
+        let stated = match request.kind.as_deref() {
+            None => None,
+            Some(kind) => Some(
+                kind.parse::<GuestKind>()
+                    .map_err(|e| fail(400, e.to_string()))?,
+            ),
+        };
+        let mut doc = DeploymentDoc {
             routes,
             config: request.config,
             limits: request.limits,
+            kind: None,
         };
         let (limits, _) = self.limits(&doc);
         if limits.memory_bytes == 0 || limits.cpu_budget.is_zero() || limits.wall_deadline.is_zero()
@@ -419,8 +436,20 @@ impl Plane {
         let Cached {
             path: artifact,
             component_sha256: hash,
+            kind,
             ..
         } = self.compile_into(&bytes)?;
+        if let Some(stated) = stated.filter(|&s| s != kind) {
+            return Err(fail(
+                400,
+                percore_engine::Error::KindMismatch {
+                    stated,
+                    found: kind,
+                }
+                .to_string(),
+            ));
+        }
+        doc.kind = Some(kind.as_str().to_owned());
         let resettable = percore_engine::check_resettable(&bytes);
         let not_resettable = resettable.as_ref().err().map(ToString::to_string);
         let updated = self.dynamic.contains_key(name);
@@ -502,10 +531,11 @@ impl Plane {
             "routes": row.doc.routes,
             "config": row.doc.config,
             "limits": row.doc.limits,
-            "instances": match &row.not_resettable {
-                None => "reset".to_owned(),
-                Some(why) => format!("fresh ({why})"),
-            },
+            "kind": row.doc.kind.as_deref().unwrap_or("edge"),
+            "instances": instances(
+                row.doc.kind.as_deref().and_then(|k| k.parse().ok()).unwrap_or(GuestKind::Edge),
+                row.not_resettable.as_deref(),
+            ),
             "created": row.created,
             "updated": row.updated,
         })
@@ -519,10 +549,11 @@ impl Plane {
             "component": ready.spec.component,
             "routes": ready.spec.routes.iter().map(|r| json!({"host": r.host, "path": r.path_prefix})).collect::<Vec<_>>(),
             "config": ready.spec.config,
-            "instances": match &ready.resettable {
-                Ok(()) => "reset".to_owned(),
-                Err(why) => format!("fresh ({why})"),
-            },
+            "kind": ready.kind.as_str(),
+            "instances": instances(
+                ready.kind,
+                ready.resettable.as_ref().err().map(ToString::to_string).as_deref(),
+            ),
         })
     }
 
@@ -567,4 +598,14 @@ fn compiler<'a>(
         *engine = Some(created);
     }
     Ok(engine.as_ref().expect("just created"))
+}
+
+/// How a deployment's requests run, as `percore ls` shows it.
+fn instances(kind: GuestKind, not_resettable: Option<&str>) -> String {
+    match (kind, not_resettable) {
+        (GuestKind::Edge, None) => "reset".to_owned(),
+        (GuestKind::Edge, Some(why)) => format!("fresh ({why})"),
+        (GuestKind::Cgi, _) => "fresh (a command runs once per request)".to_owned(),
+        (_, _) => "fresh (a new instance per request)".to_owned(),
+    }
 }

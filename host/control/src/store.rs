@@ -52,6 +52,10 @@ pub struct DeploymentDoc {
     /// Limits.
     #[serde(default)]
     pub limits: LimitsDoc,
+    /// The kind of guest found at deploy (`edge`, `wasi-http@0.2`, `cgi`, `bare`); absent in
+    /// rows written before kinds existed, which are all `edge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// One deployment row.
@@ -222,6 +226,7 @@ impl Store {
                             routes: Vec::new(),
                             config: Default::default(),
                             limits: Default::default(),
+                            kind: None,
                         },
                         version: row.get(6)?,
                         created: row.get(7)?,
@@ -376,6 +381,7 @@ mod tests {
             }],
             config: Default::default(),
             limits: LimitsDoc::default(),
+            kind: None,
         }
     }
 

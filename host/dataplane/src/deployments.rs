@@ -103,6 +103,11 @@ impl Deployments {
         self.router.route(host, target)
     }
 
+    /// The deployment for a request and the length of the route prefix that matched.
+    pub(crate) fn resolve(&self, host: Option<&[u8]>, target: &str) -> Option<(usize, usize)> {
+        self.router.resolve(host, target)
+    }
+
     pub(crate) fn get(&self, index: usize) -> &Deployed {
         &self.list[index]
     }

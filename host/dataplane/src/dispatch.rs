@@ -90,12 +90,15 @@ impl Serve for Dispatch {
     fn serve(&mut self, incoming: &Incoming<'_>, body: Body<'_>, out: &mut Vec<u8>) {
         let started = Instant::now();
         let mut reply = Reply::new(out, incoming.keep_alive, incoming.method == "HEAD");
-        let status = match self.deployments.route(incoming.host(), incoming.target) {
+        let status = match self.deployments.resolve(incoming.host(), incoming.target) {
             None => {
                 reply.simple(404, &[], "no deployment serves this route\n");
                 404
             }
-            Some(index) => self.run(index, incoming, body, reply, started),
+            Some((index, prefix_len)) => {
+                let route_prefix = incoming.target.get(..prefix_len).unwrap_or("");
+                self.run(index, route_prefix, incoming, body, reply, started)
+            }
         };
         let counters = &mut self.meter.counters;
         counters.status(status);
@@ -144,6 +147,7 @@ impl Dispatch {
     fn run(
         &mut self,
         index: usize,
+        route_prefix: &str,
         incoming: &Incoming<'_>,
         body: Body<'_>,
         reply: Reply<'_>,
@@ -207,6 +211,7 @@ impl Dispatch {
             streamed,
             id,
             deployment: &deployed.name,
+            route_prefix,
         };
         let outcome = deployed.backend.run(call, &mut cx);
         let bytes_out = cx.reply.written() as u64;
@@ -289,6 +294,7 @@ mod tests {
             limits: Default::default(),
             config: Default::default(),
             max_instances_per_core: DEFAULT_MAX_INSTANCES_PER_CORE,
+            kind: None,
         }
     }
 

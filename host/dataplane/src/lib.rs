@@ -201,9 +201,12 @@ impl Server {
         for ready in &artifacts {
             let mode = match backend::native::Native::named(&ready.artifact) {
                 Some(_) => "native".to_owned(),
-                None => pool::InstancePool::new(config.instances, &ready.resettable, 0).describe(),
+                None if ready.kind == percore_engine::GuestKind::Edge => {
+                    pool::InstancePool::new(config.instances, &ready.resettable, 0).describe()
+                }
+                None => "fresh (a new instance per request)".to_owned(),
             };
-            tracing::info!(deployment = %ready.spec.name, instances = %mode, "deployment ready");
+            tracing::info!(deployment = %ready.spec.name, kind = %ready.kind, instances = %mode, "deployment ready");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut listeners: Vec<TcpListener> = Vec::new();

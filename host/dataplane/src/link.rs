@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use percore_engine::NotResettable;
+use percore_engine::{GuestKind, NotResettable};
 use percore_rt::notify::Notifier;
 
 use crate::{Counters, DeploymentSpec};
@@ -32,6 +32,8 @@ pub struct Ready {
     pub artifact: PathBuf,
     /// Whether its instances can be reset in place, else why not.
     pub resettable: Result<(), NotResettable>,
+    /// What kind of guest it is (how its requests reach it).
+    pub kind: GuestKind,
 }
 
 /// Why a core could not apply a deploy command (it changed nothing).

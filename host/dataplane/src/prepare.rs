@@ -1,7 +1,7 @@
 //! Before the shards start: compile each deployment of the configuration once, into the
 //! artifact cache that the control plane uses too, so that every core only maps.
 
-use percore_engine::{ArtifactCache, Engine, NotResettable};
+use percore_engine::{ArtifactCache, Engine, GuestKind, NotResettable};
 
 use crate::backend::native::Native;
 use crate::link::Ready;
@@ -24,6 +24,7 @@ pub(crate) fn artifacts(config: &ServeConfig) -> Result<Vec<Ready>, Error> {
                 spec: deployment.clone(),
                 artifact: deployment.component.clone(),
                 resettable: Err(NotResettable::Builtin),
+                kind: GuestKind::Edge,
             });
             continue;
         }
@@ -33,19 +34,24 @@ pub(crate) fn artifacts(config: &ServeConfig) -> Result<Vec<Ready>, Error> {
                 error: e,
             })
         })?;
+        let engine = match &mut engine {
+            Some(engine) => engine,
+            None => engine.insert(Engine::without_ticker(config.engine.clone())?),
+        };
         if wasmtime_is_precompiled(&bytes) {
+            let kind = engine
+                .load_guest_artifact(&deployment.component)
+                .map_err(error)?
+                .kind();
             ready.push(Ready {
                 id,
                 spec: deployment.clone(),
                 artifact: deployment.component.clone(),
                 resettable: Err(NotResettable::Precompiled),
+                kind: stated_kind(deployment, kind).map_err(error)?,
             });
             continue;
         }
-        let engine = match &mut engine {
-            Some(engine) => engine,
-            None => engine.insert(Engine::without_ticker(config.engine.clone())?),
-        };
         let cached = cache.get_or_compile(engine, &bytes).map_err(error)?;
         if cached.compiled {
             tracing::info!(deployment = %deployment.name, artifact = %cached.path.display(), "compiled");
@@ -55,9 +61,23 @@ pub(crate) fn artifacts(config: &ServeConfig) -> Result<Vec<Ready>, Error> {
             spec: deployment.clone(),
             artifact: cached.path,
             resettable: percore_engine::check_resettable(&bytes),
+            kind: stated_kind(deployment, cached.kind).map_err(error)?,
         });
     }
     Ok(ready)
+}
+
+/// The kind found, checked against the one the configuration states, if it does.
+fn stated_kind(
+    deployment: &crate::DeploymentSpec,
+    found: GuestKind,
+) -> Result<GuestKind, percore_engine::Error> {
+    match deployment.kind {
+        Some(stated) if stated != found => {
+            Err(percore_engine::Error::KindMismatch { stated, found })
+        }
+        _ => Ok(found),
+    }
 }
 
 fn wasmtime_is_precompiled(bytes: &[u8]) -> bool {

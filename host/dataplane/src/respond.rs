@@ -75,7 +75,7 @@ impl<'a> Reply<'a> {
         match fault {
             Fault::Timeout { .. } => counters.fault_timeout += 1,
             Fault::OutOfMemory { .. } => counters.fault_out_of_memory += 1,
-            Fault::Trap { .. } | Fault::Poisoned => counters.fault_trap += 1,
+            Fault::Trap { .. } | Fault::Exit { .. } | Fault::Poisoned => counters.fault_trap += 1,
             Fault::BadResponse { .. } | Fault::ResponseTooLarge { .. } => {
                 counters.fault_bad_response += 1
             }

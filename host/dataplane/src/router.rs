@@ -32,6 +32,9 @@ pub struct DeploymentSpec {
     pub config: BTreeMap<String, String>,
     /// Instances of it one core keeps at most (the rest are dropped after their request).
     pub max_instances_per_core: usize,
+    /// The kind of guest the configuration states, if it does (it is told from the binary
+    /// otherwise, and must match).
+    pub kind: Option<percore_engine::GuestKind>,
 }
 
 /// Default of [`DeploymentSpec::max_instances_per_core`].
@@ -101,6 +104,12 @@ impl Router {
 
     /// The deployment for a request with this `Host` header value and target.
     pub(crate) fn route(&self, host: Option<&[u8]>, target: &str) -> Option<usize> {
+        self.resolve(host, target).map(|(deployment, _)| deployment)
+    }
+
+    /// The deployment for a request, and the length of the route prefix that matched (the
+    /// CGI `SCRIPT_NAME`: `target[..len]`).
+    pub(crate) fn resolve(&self, host: Option<&[u8]>, target: &str) -> Option<(usize, usize)> {
         let host = host.map(|h| {
             let h = std::str::from_utf8(h).unwrap_or("");
             // Strip a port, keeping IPv6 literals whole.
@@ -136,7 +145,7 @@ impl Router {
                     || path.starts_with(&r.prefix)
                         && path.as_bytes().get(r.prefix.len()) == Some(&b'/'))
         })
-        .map(|r| r.deployment)
+        .map(|r| (r.deployment, r.prefix.len()))
     }
 }
 
@@ -158,6 +167,7 @@ mod tests {
             limits: Limits::default(),
             config: BTreeMap::new(),
             max_instances_per_core: DEFAULT_MAX_INSTANCES_PER_CORE,
+            kind: None,
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Cached {
     pub path: PathBuf,
     /// SHA-256 (hex) of the component it was compiled from.
     pub component_sha256: String,
+    /// What kind of guest it is.
+    pub kind: crate::GuestKind,
     /// Whether it was compiled by this call (`false`: it was in the cache).
     pub compiled: bool,
 }
@@ -128,16 +130,18 @@ impl ArtifactCache {
             return Ok(Cached {
                 path,
                 component_sha256,
+                kind: crate::kind::kind_of(bytes)?,
                 compiled: false,
             });
         }
-        let artifact = engine.compile(bytes)?;
-        if let Err(error) = write_artifact(&path, &artifact) {
+        let compiled = engine.compile_guest(bytes)?;
+        if let Err(error) = write_artifact(&path, &compiled.artifact) {
             return Err(Error::WriteArtifact { path, error });
         }
         Ok(Cached {
             path,
             component_sha256,
+            kind: compiled.kind,
             compiled: true,
         })
     }

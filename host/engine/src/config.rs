@@ -76,7 +76,10 @@ impl EngineConfig {
             .memory_init_cow(false)
             .memory_reservation(self.memory_reservation)
             .memory_guard_size(self.memory_guard)
-            .memory_may_move(false);
+            .memory_may_move(false)
+            // wasmtime's `component-model-async` feature (for WASIp3) turns this on by default;
+            // percore's guests run without it, and artifacts stay loadable across that change.
+            .concurrency_support(false);
         config
     }
 }

@@ -23,12 +23,35 @@ pub enum Error {
     WrongWorld(String),
     /// The component imports something the host does not provide.
     #[error(
-        "the component imports `{name}`, which percore does not provide (it provides edge:handler/{{log,clocks,random,config}}@0.1 and WASI 0.2 with no files, environment or network)"
+        "the component imports `{name}`, which percore does not provide to this kind of guest (it provides {provides})"
     )]
     UnsupportedImport {
         /// The import's name, for example `acme:secret/vault@1.0.0`.
         name: String,
+        /// What the host does provide to that kind of guest.
+        provides: &'static str,
     },
+    /// The binary fits none of the kinds of guest percore runs.
+    #[error(
+        "percore cannot tell what kind of guest this is: it is {0}. percore runs: an edge:handler \
+         guest (a component exporting `edge:handler/guest@0.1.0`); a wasi:http guest (a component \
+         exporting `wasi:http/incoming-handler@0.2.x` or `wasi:http/handler@0.3.x`); a WASI \
+         command, run CGI style (a component exporting `wasi:cli/run@0.2.x`, or a core module \
+         exporting `_start` that imports only `wasi_snapshot_preview1`); a bare core module \
+         (exported functions, importing nothing or only `platform.now`)"
+    )]
+    UnknownKind(String),
+    /// The binary is of another kind than the one the configuration names.
+    #[error("the configuration says this guest is `{stated}`, but the binary is `{found}`")]
+    KindMismatch {
+        /// What the configuration said.
+        stated: crate::GuestKind,
+        /// What the binary is.
+        found: crate::GuestKind,
+    },
+    /// A bare module's function cannot be called as asked.
+    #[error("{0}")]
+    BadCall(String),
     /// An import exists but its type does not match what the host provides.
     #[error("cannot link the component: {0}")]
     Link(String),
@@ -95,6 +118,12 @@ pub enum Fault {
         /// The memory cap.
         limit: usize,
     },
+    /// A command guest exited with a non-zero status.
+    #[error("the guest exited with status {code}")]
+    Exit {
+        /// The exit status.
+        code: i32,
+    },
     /// The guest trapped (a panic, `unreachable`, a stack overflow, an out-of-bounds access…).
     #[error("the guest trapped: {message}")]
     Trap {
@@ -134,6 +163,7 @@ impl Fault {
             Fault::Timeout { .. } => "timeout",
             Fault::OutOfMemory { .. } => "out_of_memory",
             Fault::Trap { .. } => "trap",
+            Fault::Exit { .. } => "exit",
             Fault::BadResponse { .. } => "bad_response",
             Fault::ResponseTooLarge { .. } => "response_too_large",
             Fault::Poisoned => "poisoned",
@@ -149,6 +179,7 @@ impl Fault {
             Fault::BadResponse { .. } | Fault::ResponseTooLarge { .. } => 502,
             Fault::OutOfMemory { .. }
             | Fault::Trap { .. }
+            | Fault::Exit { .. }
             | Fault::Poisoned
             | Fault::Host { .. } => 500,
         }

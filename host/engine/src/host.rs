@@ -7,6 +7,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
+    WasiHttpView,
+};
 
 use crate::Limits;
 use crate::bindings::{self, clocks, config, log, random};
@@ -76,6 +80,12 @@ pub struct LogRecord {
     pub source: LogSource,
 }
 
+/// Bytes of header fields one wasi:http `fields` value may hold (in memory, so about twice what
+/// they take on the wire).
+const FIELD_SIZE_LIMIT: usize = 256 << 10;
+/// Resources (streams, bodies, fields, pollables) one instance may hold at once.
+const MAX_RESOURCES: usize = 10_000;
+
 /// Longest message or field kept from one log record; longer ones are cut.
 const MAX_LOG_TEXT: usize = 4096;
 /// Most random bytes one call may ask for.
@@ -127,7 +137,9 @@ pub(crate) struct CallClock {
 /// Per-instance host state: the store's data.
 pub struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
+    http: WasiHttpCtx,
+    outbound: DenyOutbound,
     pub(crate) output: SharedOutput,
     pub(crate) memory: MemoryCap,
     pub(crate) limits: Arc<Limits>,
@@ -141,9 +153,26 @@ pub struct HostState {
 impl HostState {
     pub(crate) fn new(limits: Arc<Limits>, config: Arc<BTreeMap<String, String>>) -> Self {
         let output = wasi::new_output(limits.max_output_bytes);
+        Self::with_wasi(limits, config, output.clone(), wasi::closed_ctx(&output))
+    }
+
+    /// State whose WASI context was built by the caller (which captured `output` in it): the
+    /// wasi:http and command kinds of guest see an environment, and commands a stdin.
+    pub(crate) fn with_wasi(
+        limits: Arc<Limits>,
+        config: Arc<BTreeMap<String, String>>,
+        output: SharedOutput,
+        wasi: WasiCtx,
+    ) -> Self {
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELD_SIZE_LIMIT);
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Self {
-            wasi: wasi::closed_ctx(&output),
-            table: ResourceTable::new(),
+            wasi,
+            table,
+            http,
+            outbound: DenyOutbound,
             output,
             memory: MemoryCap {
                 limit: limits.memory_bytes,
@@ -228,6 +257,42 @@ impl WasiView for HostState {
     }
 }
 
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
+        }
+    }
+}
+
+/// Outbound HTTP from a guest: refused until the host has its own client on the core's ring
+/// (a guest calling `outgoing-handler.handle` gets `HTTP-request-denied`).
+#[derive(Debug, Clone, Copy)]
+struct DenyOutbound;
+
+impl WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                    ),
+                    HttpError,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(HttpError::HttpRequestDenied) })
+    }
+}
+
 impl bindings::edge::handler::types::Host for HostState {}
 
 impl log::Host for HostState {
@@ -302,6 +367,14 @@ impl config::Host for HostState {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
+}
+
+/// Link WASI 0.2 (async) and wasi:http 0.2 into `linker`: what wasi:http and command guests
+/// import (Rust std guests import `wasi:filesystem` too, which stays empty).
+pub(crate) fn add_wasi_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    Ok(())
 }
 
 /// Link the `edge:handler` imports and WASI 0.2 into `linker`.

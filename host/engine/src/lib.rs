@@ -1,4 +1,6 @@
-//! The percore engine: runs `edge:handler` components.
+//! The percore engine: runs guests of every kind percore serves: `edge:handler` components,
+//! `wasi:http` components, WASI commands (CGI style) and bare core modules ([`GuestKind`],
+//! told from the binary by [`detect`]).
 //!
 //! - [`Engine`] holds a wasmtime engine configured for percore (host-owned static memories with
 //!   guard regions, epoch interruption) and the linker with the host's imports: the
@@ -11,21 +13,31 @@
 //!   turning every guest fault into a typed [`Fault`].
 #![forbid(unsafe_code)]
 
+mod adapt;
 mod artifacts;
+mod bare;
 mod bindings;
 mod budget;
+mod cgi;
+mod cgi_protocol;
 mod config;
 mod error;
 mod host;
 mod instance;
+mod kind;
 mod message;
 mod response_check;
 mod state;
 mod ticker;
 mod validate;
 mod wasi;
+mod wasi_http;
 
 pub use artifacts::{ArtifactCache, Cached, sha256_hex, write_artifact};
+pub use bare::BareHandler;
+pub use cgi::{CgiHandler, CgiSite};
+pub use kind::{Detected, GuestKind, UnknownKind, detect, kind_of};
+pub use wasi_http::HttpHandler;
 pub use config::{EngineConfig, Limits};
 pub use error::{Error, Fault, TimeoutKind};
 pub use host::{LogLevel, LogRecord, LogSource};
@@ -38,9 +50,10 @@ pub use state::{NotResettable, check_resettable};
 pub use ticker::EpochTicker;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use wasmtime::Module;
 use wasmtime::component::{Component, Linker};
 
 use crate::host::HostState;
@@ -51,7 +64,14 @@ pub const CONTRACT_VERSION: &str = "0.1.0";
 /// A wasmtime engine set up for percore, with its linker.
 pub struct Engine {
     inner: wasmtime::Engine,
+    /// `edge:handler` imports and synchronous WASI.
     linker: Arc<Linker<HostState>>,
+    /// Asynchronous WASI 0.2 and wasi:http, for wasi:http and command guests.
+    wasi_linker: Arc<Linker<HostState>>,
+    /// The `platform` imports of bare modules.
+    bare_linker: Arc<wasmtime::Linker<HostState>>,
+    /// Drives asynchronous guest calls on this engine's thread (made on first use).
+    runtime: OnceLock<Arc<tokio::runtime::Runtime>>,
     config: EngineConfig,
     _ticker: Option<EpochTicker>,
 }
@@ -82,9 +102,16 @@ impl Engine {
         let inner = wasmtime::Engine::new(&config.wasmtime_config()).map_err(Error::engine)?;
         let mut linker = Linker::new(&inner);
         host::add_to_linker(&mut linker).map_err(Error::engine)?;
+        let mut wasi_linker = Linker::new(&inner);
+        host::add_wasi_to_linker(&mut wasi_linker).map_err(Error::engine)?;
+        let mut bare_linker = wasmtime::Linker::new(&inner);
+        bare::add_platform_to_linker(&mut bare_linker).map_err(Error::engine)?;
         Ok(Self {
             inner,
             linker: Arc::new(linker),
+            wasi_linker: Arc::new(wasi_linker),
+            bare_linker: Arc::new(bare_linker),
+            runtime: OnceLock::new(),
             config,
             _ticker: None,
         })
@@ -105,53 +132,195 @@ impl Engine {
         self.config.epoch_tick
     }
 
-    /// Validate a component (binary, or component text format) and compile it ahead of time.
+    /// Validate a guest of any kind (binary, or text format) and compile it ahead of time.
     /// Returns the artifact bytes for [`Engine::load_artifact`].
     pub fn compile(&self, bytes: &[u8]) -> Result<Vec<u8>, Error> {
-        let component = validate::compile(&self.inner, bytes)?;
-        self.check(&component)?;
-        component.serialize().map_err(Error::engine)
+        self.compile_guest(bytes).map(|c| c.artifact)
     }
 
-    /// Validate and compile a component in memory and link it, ready to instantiate.
+    /// Tell a guest's kind, check it and compile it ahead of time (a preview 1 command module
+    /// is adapted into a component first).
+    pub fn compile_guest(&self, bytes: &[u8]) -> Result<Compiled, Error> {
+        let detected = detect(bytes)?;
+        let kind = detected.kind;
+        let artifact = match self.compile_detected(&detected)? {
+            Compiledcode::Module(module) => module.serialize(),
+            Compiledcode::Component(component) => component.serialize(),
+        }
+        .map_err(Error::engine)?;
+        Ok(Compiled { kind, artifact })
+    }
+
+    fn compile_detected(&self, detected: &Detected<'_>) -> Result<Compiledcode, Error> {
+        if detected.core_module {
+            let module = Module::new(&self.inner, &detected.bytes)
+                .map_err(|e| Error::Invalid(format!("{e:#}")))?;
+            return Ok(Compiledcode::Module(module));
+        }
+        let component = validate::compile_component(&self.inner, &detected.bytes)?;
+        self.check(&component, detected.kind)?;
+        Ok(Compiledcode::Component(component))
+    }
+
+    /// Validate and compile an `edge:handler` component in memory and link it.
     pub fn load(&self, bytes: &[u8]) -> Result<Handler, Error> {
         let component = validate::compile(&self.inner, bytes)?;
-        self.check(&component)?;
+        self.check(&component, GuestKind::Edge)?;
         Handler::new(self, component)
     }
 
-    /// Map an artifact from [`Engine::compile`] and link it. No compilation happens here.
+    /// Validate and compile a guest of any kind in memory and link it.
+    pub fn load_guest(&self, bytes: &[u8]) -> Result<Guest, Error> {
+        let detected = detect(bytes)?;
+        match self.compile_detected(&detected)? {
+            Compiledcode::Module(module) => self.link_module(&module),
+            Compiledcode::Component(component) => self.link(component, detected.kind),
+        }
+    }
+
+    /// Map an `edge:handler` artifact from [`Engine::compile`] and link it. No compilation
+    /// happens here.
     pub fn load_artifact(&self, path: &Path) -> Result<Handler, Error> {
-        let component = percore_rt::artifact::load_component(&self.inner, path).map_err(|e| {
-            Error::Artifact {
-                path: path.to_owned(),
-                reason: format!("{e:#}"),
-            }
-        })?;
-        self.check(&component)?;
-        Handler::new(self, component)
+        match self.load_guest_artifact(path)? {
+            Guest::Edge(handler) => Ok(handler),
+            other => Err(Error::WrongWorld(format!(
+                "the artifact {} is a {} guest, not edge:handler",
+                path.display(),
+                other.kind()
+            ))),
+        }
     }
 
-    /// Load either a component or an artifact from a file, whichever it is.
-    pub fn load_file(&self, path: &Path) -> Result<Handler, Error> {
+    /// Map an artifact of any kind of guest and link it; its kind comes from its exports.
+    pub fn load_guest_artifact(&self, path: &Path) -> Result<Guest, Error> {
+        let artifact_error = |e: wasmtime::Error| Error::Artifact {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        };
+        if wasmtime::Engine::detect_precompiled_file(path).map_err(artifact_error)?
+            == Some(wasmtime::Precompiled::Module)
+        {
+            let module =
+                percore_rt::artifact::load_module(&self.inner, path).map_err(artifact_error)?;
+            return self.link_module(&module);
+        }
+        let component =
+            percore_rt::artifact::load_component(&self.inner, path).map_err(artifact_error)?;
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.inner)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let kind = kind::component_kind(&exports).ok_or_else(|| {
+            Error::UnknownKind(format!("an artifact exporting {}", exports.join(", ")))
+        })?;
+        self.check(&component, kind)?;
+        self.link(component, kind)
+    }
+
+    /// Load a guest or an artifact of any kind from a file, whichever it is.
+    pub fn load_file(&self, path: &Path) -> Result<Guest, Error> {
         let bytes = std::fs::read(path).map_err(|e| Error::Io {
             path: path.to_owned(),
             error: e,
         })?;
         if wasmtime::Engine::detect_precompiled(&bytes).is_some() {
             drop(bytes);
-            self.load_artifact(path)
+            self.load_guest_artifact(path)
         } else {
-            self.load(&bytes)
+            self.load_guest(&bytes)
         }
     }
 
-    fn check(&self, component: &Component) -> Result<(), Error> {
-        validate::check_imports(&self.inner, component)?;
-        validate::check_exports(&self.inner, component)
+    fn link(&self, component: Component, kind: GuestKind) -> Result<Guest, Error> {
+        Ok(match kind {
+            GuestKind::Edge => Guest::Edge(Handler::new(self, component)?),
+            GuestKind::HttpP2 => Guest::Http(HttpHandler::new(self, &component)?),
+            GuestKind::Cgi => Guest::Cgi(CgiHandler::new(self, &component)?),
+            GuestKind::HttpP3 => {
+                return Err(Error::WrongWorld(
+                    "this is a wasi:http@0.3 (WASIp3) component; this percore serves \
+                     wasi:http@0.2 (incoming-handler) components, not 0.3 yet"
+                        .into(),
+                ));
+            }
+            GuestKind::Bare => unreachable!("bare guests are core modules"),
+        })
+    }
+
+    fn link_module(&self, module: &Module) -> Result<Guest, Error> {
+        Ok(Guest::Bare(BareHandler::new(self, module)?))
+    }
+
+    fn check(&self, component: &Component, kind: GuestKind) -> Result<(), Error> {
+        validate::check_imports(&self.inner, component, kind)?;
+        if kind == GuestKind::Edge {
+            validate::check_exports(&self.inner, component)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wasi_linker(&self) -> &Linker<HostState> {
+        &self.wasi_linker
+    }
+
+    pub(crate) fn bare_linker(&self) -> &wasmtime::Linker<HostState> {
+        &self.bare_linker
+    }
+
+    /// The current-thread runtime that drives this engine's asynchronous guest calls (only
+    /// inside `block_on`; never entered otherwise).
+    pub(crate) fn runtime(&self) -> Result<Arc<tokio::runtime::Runtime>, Error> {
+        if let Some(runtime) = self.runtime.get() {
+            return Ok(runtime.clone());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::engine(format!("cannot start the async runtime: {e}")))?;
+        Ok(self.runtime.get_or_init(|| Arc::new(runtime)).clone())
     }
 
     pub(crate) fn linker(&self) -> &Linker<HostState> {
         &self.linker
+    }
+}
+
+/// A compiled guest: its kind and its artifact's bytes.
+#[derive(Debug)]
+pub struct Compiled {
+    /// What kind of guest it is.
+    pub kind: GuestKind,
+    /// The artifact (for [`Engine::load_guest_artifact`]).
+    pub artifact: Vec<u8>,
+}
+
+enum Compiledcode {
+    Module(Module),
+    Component(Component),
+}
+
+/// A loaded, linked guest of any kind.
+#[derive(Debug, Clone)]
+pub enum Guest {
+    /// An `edge:handler` component.
+    Edge(Handler),
+    /// A `wasi:http` component.
+    Http(HttpHandler),
+    /// A WASI command, run CGI style.
+    Cgi(CgiHandler),
+    /// A bare core module.
+    Bare(BareHandler),
+}
+
+impl Guest {
+    /// Its kind.
+    pub fn kind(&self) -> GuestKind {
+        match self {
+            Guest::Edge(_) => GuestKind::Edge,
+            Guest::Http(_) => GuestKind::HttpP2,
+            Guest::Cgi(_) => GuestKind::Cgi,
+            Guest::Bare(_) => GuestKind::Bare,
+        }
     }
 }

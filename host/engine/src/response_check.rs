@@ -23,12 +23,23 @@ pub(crate) fn check_response(
     response: guest::Response,
     limits: &Limits,
 ) -> Result<Response, Fault> {
-    let bad = |reason: String| Err(Fault::BadResponse { reason });
     let guest::Response {
         status,
         headers,
         body,
     } = response;
+    check_parts(status, headers, body, limits)
+}
+
+/// Hold a response from any kind of guest to the contract: status, header names and values,
+/// no body on 204/304, the size limit. Framing fields are dropped (the host frames).
+pub(crate) fn check_parts(
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    limits: &Limits,
+) -> Result<Response, Fault> {
+    let bad = |reason: String| Err(Fault::BadResponse { reason });
     if !(200..=599).contains(&status) {
         return bad(format!("status {status} is outside 200-599"));
     }

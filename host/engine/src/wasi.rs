@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 /// Which stream a guest wrote to.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +121,11 @@ impl tokio::io::AsyncWrite for GuestStream {
 
 /// A WASI context with nothing in it but clocks, randomness and the captured stdout/stderr.
 pub(crate) fn closed_ctx(output: &SharedOutput) -> WasiCtx {
+    closed_builder(output).build()
+}
+
+/// The builder of [`closed_ctx`], for kinds of guest that get more (an environment, stdin).
+pub(crate) fn closed_builder(output: &SharedOutput) -> WasiCtxBuilder {
     let mut builder = WasiCtx::builder();
     builder
         .stdout(GuestStream {
@@ -135,5 +140,128 @@ pub(crate) fn closed_ctx(output: &SharedOutput) -> WasiCtx {
         .allow_tcp(false)
         .allow_udp(false)
         .socket_addr_check(|_, _| Box::pin(async { false }));
-    builder.build()
+    builder
+}
+
+/// A command guest's stdout: the response, kept whole up to a cap. Past the cap the stream is
+/// closed (the guest's next write fails) and the overflow remembered, so the request ends as
+/// "response too large", never with unbounded host memory.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ResponseStdout {
+    inner: Arc<Mutex<StdoutBuffer>>,
+}
+
+#[derive(Debug, Default)]
+struct StdoutBuffer {
+    bytes: Vec<u8>,
+    cap: usize,
+    /// Bytes the guest tried to write past the cap.
+    overflow: usize,
+}
+
+impl ResponseStdout {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(StdoutBuffer {
+                bytes: Vec::new(),
+                cap,
+                overflow: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StdoutBuffer> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take what was written: the bytes, and how many bytes were refused past the cap.
+    pub(crate) fn take(&self) -> (Vec<u8>, usize) {
+        let mut buffer = self.lock();
+        let overflow = std::mem::take(&mut buffer.overflow);
+        (std::mem::take(&mut buffer.bytes), overflow)
+    }
+
+    /// Append, or refuse everything once the cap would be passed.
+    fn push(&self, bytes: &[u8]) -> bool {
+        let mut buffer = self.lock();
+        if buffer.overflow > 0 || buffer.bytes.len() + bytes.len() > buffer.cap {
+            buffer.overflow += bytes.len().max(1);
+            return false;
+        }
+        buffer.bytes.extend_from_slice(bytes);
+        true
+    }
+}
+
+impl IsTerminal for ResponseStdout {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for ResponseStdout {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for ResponseStdout {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if self.push(&bytes) {
+            Ok(())
+        } else {
+            Err(StreamError::Closed)
+        }
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        let buffer = self.lock();
+        if buffer.overflow > 0 {
+            return Err(StreamError::Closed);
+        }
+        // Never 0: a guest told "0 bytes writable" would wait for readiness for ever. A write
+        // past the cap is refused instead.
+        Ok(64 << 10)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for ResponseStdout {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for ResponseStdout {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(if self.push(buf) {
+            Ok(buf.len())
+        } else {
+            Err(std::io::ErrorKind::StorageFull.into())
+        })
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }

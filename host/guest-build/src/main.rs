@@ -1,12 +1,17 @@
-//! `cargo build-guests`: builds every example and test guest into a component in
-//! `target/guests/<name>.wasm`.
+//! `cargo build-guests`: builds every example and test guest into `target/guests/<name>.wasm`.
 //!
 //! - the guest workspace (`examples-guests/`, which also holds the SDK and the Rust test guests)
-//!   for `wasm32-wasip2`: components straight from the linker;
+//!   for `wasm32-wasip2`: components straight from the linker. Libraries (`edge:handler` and
+//!   `wasi:http` guests) are linked as reactors; the commands ([`COMMANDS`], `fn main` programs
+//!   run CGI style) as commands exporting `wasi:cli/run`, in a build of their own (below);
 //! - `hello` again for `wasm32-unknown-unknown` and `wasm32-wasip1`, turned into components with
 //!   `wit-component` (the latter with the WASI preview1 reactor adapter), to show the SDK works
 //!   on every target: `hello-unknown.wasm`, `hello-wasip1.wasm`;
-//! - every `conformance/guests/wat/*.wat` (component text format) into binary.
+//! - `probe-cgi` again for `wasm32-wasip1`, left a core module (`_start` importing
+//!   `wasi_snapshot_preview1`): hosts adapt such commands themselves, so the suite needs one
+//!   unadapted: `probe-cgi-wasip1.wasm`;
+//! - every `conformance/guests/wat/*.wat` into binary, a component or a core module as the text
+//!   says (`(component ...)` or `(module ...)`).
 //!
 //! How to invoke cargo for wasm comes from `target/toolchain/guest.env`, written by
 //! `scripts/setup-guest-toolchain.sh` (rustup targets, or Debian's toolchain with build-std).
@@ -20,16 +25,43 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 
+/// The guest workspace's commands (`fn main` binaries): linked with the command entry point
+/// (`_start`, `wasi:cli/run`) rather than as reactors, so built apart from the libraries.
+const COMMANDS: &[&str] = &["probe-cgi", "upper-cgi"];
+
 /// Build every example and test guest into target/guests.
 #[derive(Debug, Parser)]
 #[command(name = "percore-guest-build")]
 struct Args {
-    /// Skip the extra `hello` builds for wasm32-unknown-unknown and wasm32-wasip1.
+    /// Skip the extra builds for wasm32-unknown-unknown and wasm32-wasip1 (`hello`, `probe-cgi`).
     #[arg(long)]
     wasip2_only: bool,
     /// Show cargo's output even when it succeeds.
     #[arg(long, short)]
     verbose: bool,
+}
+
+/// What one cargo invocation builds.
+#[derive(Debug, Clone, Copy)]
+enum Packages<'a> {
+    /// The whole guest workspace but its [`COMMANDS`]: libraries, linked as reactors.
+    Libraries,
+    /// One library package.
+    Library(&'a str),
+    /// Command packages, linked with the command entry point.
+    Commands(&'a [&'a str]),
+}
+
+impl Packages<'_> {
+    /// Where cargo builds them. Commands have a target directory of their own: on the Debian
+    /// toolchain their link flags differ, and sharing a directory would rebuild `std` each time
+    /// the flags change.
+    fn target_dir(self, root: &Path) -> PathBuf {
+        match self {
+            Packages::Libraries | Packages::Library(_) => root.join("target/guests-build"),
+            Packages::Commands(_) => root.join("target/guests-build-commands"),
+        }
+    }
 }
 
 /// How to run cargo for wasm targets.
@@ -67,15 +99,27 @@ impl Toolchain {
     }
 
     /// `cargo build --release --target <target>` in the guest workspace, set up for this toolchain.
-    fn cargo(&self, root: &Path, target: &str, package: Option<&str>) -> anyhow::Result<Command> {
+    fn cargo(&self, root: &Path, target: &str, packages: Packages<'_>) -> anyhow::Result<Command> {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.current_dir(root.join("examples-guests"))
-            .env("CARGO_TARGET_DIR", root.join("target/guests-build"))
+            .env("CARGO_TARGET_DIR", packages.target_dir(root))
             .args(["build", "--release", "--target", target]);
-        match package {
-            Some(p) => cmd.args(["-p", p]),
-            None => cmd.arg("--workspace"),
-        };
+        match packages {
+            Packages::Libraries => {
+                cmd.arg("--workspace");
+                for &command in COMMANDS {
+                    cmd.args(["--exclude", command]);
+                }
+            }
+            Packages::Library(p) => {
+                cmd.args(["-p", p]);
+            }
+            Packages::Commands(commands) => {
+                for &command in commands {
+                    cmd.args(["-p", command]);
+                }
+            }
+        }
         // The outer `cargo run` must not leak its own compiler settings into the guest build.
         for var in [
             "RUSTC",
@@ -92,18 +136,22 @@ impl Toolchain {
             cmd.env("RUSTC", self.var("RUSTC")?)
                 .env("RUSTC_BOOTSTRAP", "1")
                 .arg("-Zbuild-std=std,panic_abort");
+            // Not self-contained, rustc adds no C start file: a library gets the reactor's
+            // (`_initialize`), a command the command's (`_start`, which calls `main`).
+            let crt1 = match packages {
+                Packages::Libraries | Packages::Library(_) => "crt1-reactor.o",
+                Packages::Commands(_) => "crt1-command.o",
+            };
             let (linker, flags) = match target {
                 "wasm32-wasip2" => (
                     self.var("WASM_COMPONENT_LD")?.to_owned(),
                     format!(
-                        "-C link-self-contained=no -L {libc} -C link-arg=--wasm-ld-path={wasm_ld} -C link-arg={libc}/crt1-reactor.o"
+                        "-C link-self-contained=no -L {libc} -C link-arg=--wasm-ld-path={wasm_ld} -C link-arg={libc}/{crt1}"
                     ),
                 ),
                 "wasm32-wasip1" => (
                     wasm_ld.to_owned(),
-                    format!(
-                        "-C link-self-contained=no -L {libc} -C link-arg={libc}/crt1-reactor.o"
-                    ),
+                    format!("-C link-self-contained=no -L {libc} -C link-arg={libc}/{crt1}"),
                 ),
                 _ => (wasm_ld.to_owned(), String::new()),
             };
@@ -161,7 +209,7 @@ fn build() -> anyhow::Result<()> {
     let mut outputs = Vec::new();
 
     run(
-        toolchain.cargo(&root, "wasm32-wasip2", None)?,
+        toolchain.cargo(&root, "wasm32-wasip2", Packages::Libraries)?,
         args.verbose,
         "the guest workspace for wasm32-wasip2",
     )?;
@@ -173,16 +221,40 @@ fn build() -> anyhow::Result<()> {
         .collect();
     entries.sort();
     for path in entries {
-        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .replace('_', "-");
+        // A command left there by an older build that linked it with the libraries.
+        if COMMANDS.contains(&name.as_str()) {
+            continue;
+        }
         outputs.push(Output {
-            name: stem.replace('_', "-"),
             bytes: std::fs::read(&path)?,
+            name,
+        });
+    }
+
+    let commands = Packages::Commands(COMMANDS);
+    run(
+        toolchain.cargo(&root, "wasm32-wasip2", commands)?,
+        args.verbose,
+        "the guest workspace's commands for wasm32-wasip2",
+    )?;
+    for &command in COMMANDS {
+        let path = commands
+            .target_dir(&root)
+            .join(format!("wasm32-wasip2/release/{command}.wasm"));
+        outputs.push(Output {
+            name: command.to_owned(),
+            bytes: std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
         });
     }
 
     if !args.wasip2_only {
         run(
-            toolchain.cargo(&root, "wasm32-unknown-unknown", Some("hello"))?,
+            toolchain.cargo(&root, "wasm32-unknown-unknown", Packages::Library("hello"))?,
             args.verbose,
             "hello for wasm32-unknown-unknown",
         )?;
@@ -198,7 +270,7 @@ fn build() -> anyhow::Result<()> {
         });
 
         run(
-            toolchain.cargo(&root, "wasm32-wasip1", Some("hello"))?,
+            toolchain.cargo(&root, "wasm32-wasip1", Packages::Library("hello"))?,
             args.verbose,
             "hello for wasm32-wasip1",
         )?;
@@ -215,6 +287,22 @@ fn build() -> anyhow::Result<()> {
         outputs.push(Output {
             name: "hello-wasip1".into(),
             bytes: component,
+        });
+
+        let probe_cgi = Packages::Commands(&["probe-cgi"]);
+        run(
+            toolchain.cargo(&root, "wasm32-wasip1", probe_cgi)?,
+            args.verbose,
+            "probe-cgi for wasm32-wasip1",
+        )?;
+        // Left a core module: the host adapts `_start` modules itself.
+        outputs.push(Output {
+            name: "probe-cgi-wasip1".into(),
+            bytes: std::fs::read(
+                probe_cgi
+                    .target_dir(&root)
+                    .join("wasm32-wasip1/release/probe-cgi.wasm"),
+            )?,
         });
     }
 

@@ -20,3 +20,12 @@ pub fn load_component(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Resul
     // (the residual risk is the same as for any executable on disk).
     unsafe { Component::deserialize_file(engine, path) }
 }
+
+/// Map a core module artifact that [`wasmtime::Engine::precompile_module`] (or
+/// `Module::serialize`) wrote. The same trust rule as [`load_component`] applies.
+pub fn load_module(engine: &wasmtime::Engine, path: &Path) -> wasmtime::Result<wasmtime::Module> {
+    // SAFETY: as in `load_component`: `deserialize_file` requires an artifact produced by
+    // wasmtime for a compatible engine and not modified while mapped; the caller passes only
+    // artifacts percore compiled into storage the operator owns, or ones the operator names.
+    unsafe { wasmtime::Module::deserialize_file(engine, path) }
+}

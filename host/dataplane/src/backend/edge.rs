@@ -9,7 +9,7 @@ use percore_engine::{
     Engine, Fault, Handler, InputPreference, Instance, Limits, Request, StreamedBody,
 };
 
-use super::{Call, Cx, Outcome, StreamInto, log_guest};
+use super::{Call, Cx, Outcome, StreamInto, fail, settle};
 use crate::ServeConfig;
 use crate::counters::Counters;
 use crate::link::Ready;
@@ -133,13 +133,9 @@ impl EdgeHandler {
             streamed,
             id,
             deployment,
+            ..
         } = call;
-        let mut outcome = Outcome {
-            status: 0,
-            fault: None,
-            cpu_us: 0,
-            cold: false,
-        };
+        let mut outcome = Outcome::new();
         let (taken, streamed_body) = match streamed.map(|s| s.into) {
             Some(StreamInto::Edge(s)) => {
                 outcome.cold = s.cold;
@@ -155,21 +151,8 @@ impl EdgeHandler {
             Some(body) => instance.handle_streamed(request, body),
             None => instance.handle(request, self.input),
         };
-        outcome.cpu_us = invocation.stats.cpu.as_micros() as u64;
-        cx.counters.guest_requests += 1;
-        cx.counters.request_copies += u64::from(invocation.stats.request_copies);
-        cx.counters.request_bytes_copied += invocation.stats.request_bytes_copied as u64;
-        for record in &invocation.logs {
-            log_guest(deployment, id, record);
-        }
         self.pool.give_back(instance, cx.counters);
-        match invocation.result {
-            Ok(response) => {
-                outcome.status = cx.reply.response(&response);
-                outcome
-            }
-            Err(fault) => fail(&fault, deployment, id, cx, outcome),
-        }
+        settle(invocation, deployment, id, cx, outcome)
     }
 
     /// An instance from the pool, mapping the component first if this core has not (or no
@@ -198,22 +181,4 @@ impl EdgeHandler {
         outcome.cold |= taken.cold;
         Ok(taken.instance)
     }
-}
-
-fn fail(
-    fault: &Fault,
-    deployment: &str,
-    id: crate::meter::RequestId,
-    cx: &mut Cx<'_>,
-    mut outcome: Outcome,
-) -> Outcome {
-    match fault {
-        Fault::Host { .. } => {
-            tracing::error!(deployment, request = %id, kind = fault.kind(), "{fault}")
-        }
-        _ => tracing::warn!(deployment, request = %id, kind = fault.kind(), "{fault}"),
-    }
-    outcome.status = cx.reply.fault(fault, cx.counters);
-    outcome.fault = Some(fault.kind());
-    outcome
 }

@@ -3,18 +3,25 @@
 //!
 //! - [`edge`]: `edge:handler` components (input region or portable path), from an instance
 //!   pool;
+//! - [`http`]: `wasi:http` components, a fresh instance per request;
+//! - [`cgi`]: WASI commands run CGI style (body on stdin, stdout back);
+//! - [`bare`]: bare core modules, a function called with the query's numbers;
 //! - [`native`]: the built-in native reference handlers (the benchmarks' baseline).
 //!
 //! Adding a kind of guest means one module here and one variant of [`Backend`] (and of
 //! [`StreamInto`] if its requests can receive their bodies in place).
 
+pub(crate) mod bare;
+pub(crate) mod cgi;
 pub(crate) mod edge;
+pub(crate) mod http;
 pub(crate) mod native;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use percore_engine::{Engine, Request};
+use percore_engine::{Engine, Fault, Guest, GuestKind, Invocation, Request};
 
 use crate::ServeConfig;
 use crate::counters::Counters;
@@ -29,6 +36,12 @@ use crate::respond::Reply;
 pub(crate) enum Backend {
     /// An `edge:handler` component.
     Edge(edge::EdgeHandler),
+    /// A `wasi:http` component.
+    Http(http::HttpBackend),
+    /// A WASI command, CGI style.
+    Cgi(cgi::CgiBackend),
+    /// A bare core module.
+    Bare(bare::BareBackend),
     /// A built-in native handler.
     Native(native::Native),
 }
@@ -43,6 +56,8 @@ pub(crate) struct Call<'a, 'r> {
     pub(crate) id: RequestId,
     /// The deployment's name (logs).
     pub(crate) deployment: &'a str,
+    /// The route prefix that matched, `""` for the root route.
+    pub(crate) route_prefix: &'a str,
 }
 
 /// What a backend may use while it runs a request.
@@ -77,13 +92,23 @@ impl Backend {
         if let Some(native) = native::Native::named(&ready.artifact) {
             return Ok(Self::Native(native));
         }
-        edge::EdgeHandler::load(engine, config, ready).map(Self::Edge)
+        Ok(match ready.kind {
+            GuestKind::Edge => Self::Edge(edge::EdgeHandler::load(engine, config, ready)?),
+            GuestKind::HttpP2 | GuestKind::HttpP3 => {
+                Self::Http(http::HttpBackend::load(engine, ready)?)
+            }
+            GuestKind::Cgi => Self::Cgi(cgi::CgiBackend::load(engine, config, ready)?),
+            GuestKind::Bare => Self::Bare(bare::BareBackend::load(engine, ready)?),
+        })
     }
 
     /// How its requests run, for the log: `reset`, `fresh (why)`, `keep`, `native`.
     pub(crate) fn describe(&self) -> String {
         match self {
             Self::Edge(edge) => edge.describe(),
+            Self::Http(_) => "fresh (a new instance per wasi:http request)".into(),
+            Self::Cgi(_) => "fresh (a command runs once per request)".into(),
+            Self::Bare(_) => "fresh (a new instance per call)".into(),
             Self::Native(_) => "native".into(),
         }
     }
@@ -92,6 +117,9 @@ impl Backend {
     pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Outcome {
         match self {
             Self::Edge(edge) => edge.run(call, cx),
+            Self::Http(http) => http.run(call, cx),
+            Self::Cgi(cgi) => cgi.run(call, cx),
+            Self::Bare(bare) => bare.run(call, cx),
             Self::Native(native) => native.run(call.request, cx),
         }
     }
@@ -108,7 +136,7 @@ impl Backend {
             Self::Edge(edge) => edge
                 .begin_stream(request, body_len, deployment, counters)
                 .map(StreamInto::Edge),
-            Self::Native(_) => None,
+            Self::Http(_) | Self::Cgi(_) | Self::Bare(_) | Self::Native(_) => None,
         }
     }
 
@@ -116,14 +144,21 @@ impl Backend {
     pub(crate) fn is_mapped(&self) -> bool {
         match self {
             Self::Edge(edge) => edge.is_mapped(),
+            Self::Http(b) => b.guest.is_mapped(),
+            Self::Cgi(b) => b.guest.is_mapped(),
+            Self::Bare(b) => b.guest.is_mapped(),
             Self::Native(_) => false,
         }
     }
 
     /// Unmap the component and drop its instances; the next request maps it again.
     pub(crate) fn unmap(&mut self) {
-        if let Self::Edge(edge) = self {
-            edge.unmap();
+        match self {
+            Self::Edge(edge) => edge.unmap(),
+            Self::Http(b) => b.guest.unmap(),
+            Self::Cgi(b) => b.guest.unmap(),
+            Self::Bare(b) => b.guest.unmap(),
+            Self::Native(_) => {}
         }
     }
 
@@ -132,7 +167,7 @@ impl Backend {
     pub(crate) fn pool_mut(&mut self) -> Option<&mut crate::pool::InstancePool> {
         match self {
             Self::Edge(edge) => Some(edge.pool_mut()),
-            Self::Native(_) => None,
+            _ => None,
         }
     }
 }
@@ -231,6 +266,122 @@ impl Drop for StreamPermit {
     fn drop(&mut self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// A guest of one kind that a core maps on first use and may unmap (LRU): the artifact, and
+/// the linked guest while mapped.
+#[derive(Debug)]
+pub(crate) struct Mapped<H> {
+    artifact: PathBuf,
+    guest: Option<H>,
+    pick: fn(Guest) -> Option<H>,
+}
+
+impl<H> Mapped<H> {
+    /// Map `artifact` now (a deployment that cannot be mapped is refused at deploy).
+    pub(crate) fn load(
+        engine: &Engine,
+        artifact: &Path,
+        pick: fn(Guest) -> Option<H>,
+    ) -> Result<Self, percore_engine::Error> {
+        let guest = map(engine, artifact, pick)?;
+        Ok(Self {
+            artifact: artifact.to_owned(),
+            guest: Some(guest),
+            pick,
+        })
+    }
+
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.guest.is_some()
+    }
+
+    pub(crate) fn unmap(&mut self) {
+        self.guest = None;
+    }
+
+    /// The guest, mapped again first if the LRU had unmapped it (that request is cold).
+    pub(crate) fn get(&mut self, cx: &mut Cx<'_>, outcome: &mut Outcome) -> Result<&H, Fault> {
+        if self.guest.is_none() {
+            let guest = map(cx.engine, &self.artifact, self.pick).map_err(|e| Fault::Host {
+                message: format!("cannot map the artifact: {e}"),
+            })?;
+            self.guest = Some(guest);
+            cx.counters.artifacts_loaded += 1;
+            outcome.cold = true;
+        }
+        Ok(self.guest.as_ref().expect("mapped above"))
+    }
+}
+
+fn map<H>(
+    engine: &Engine,
+    artifact: &Path,
+    pick: fn(Guest) -> Option<H>,
+) -> Result<H, percore_engine::Error> {
+    let guest = engine.load_guest_artifact(artifact)?;
+    let kind = guest.kind();
+    pick(guest).ok_or_else(|| {
+        percore_engine::Error::WrongWorld(format!(
+            "the artifact {} now holds a {kind} guest",
+            artifact.display()
+        ))
+    })
+}
+
+impl Outcome {
+    /// Nothing has happened yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            status: 0,
+            fault: None,
+            cpu_us: 0,
+            cold: false,
+        }
+    }
+}
+
+/// Meter an invocation, forward what the guest logged, and write its response or its fault.
+pub(crate) fn settle(
+    invocation: Invocation,
+    deployment: &str,
+    id: RequestId,
+    cx: &mut Cx<'_>,
+    mut outcome: Outcome,
+) -> Outcome {
+    outcome.cpu_us = invocation.stats.cpu.as_micros() as u64;
+    cx.counters.guest_requests += 1;
+    cx.counters.request_copies += u64::from(invocation.stats.request_copies);
+    cx.counters.request_bytes_copied += invocation.stats.request_bytes_copied as u64;
+    for record in &invocation.logs {
+        log_guest(deployment, id, record);
+    }
+    match invocation.result {
+        Ok(response) => {
+            outcome.status = cx.reply.response(&response);
+            outcome
+        }
+        Err(fault) => fail(&fault, deployment, id, cx, outcome),
+    }
+}
+
+/// Log a fault and answer it.
+pub(crate) fn fail(
+    fault: &Fault,
+    deployment: &str,
+    id: RequestId,
+    cx: &mut Cx<'_>,
+    mut outcome: Outcome,
+) -> Outcome {
+    match fault {
+        Fault::Host { .. } => {
+            tracing::error!(deployment, request = %id, kind = fault.kind(), "{fault}")
+        }
+        _ => tracing::warn!(deployment, request = %id, kind = fault.kind(), "{fault}"),
+    }
+    outcome.status = cx.reply.fault(fault, cx.counters);
+    outcome.fault = Some(fault.kind());
+    outcome
 }
 
 /// Forward what a guest logged to the host's log, tagged with the deployment and the request.

@@ -51,7 +51,7 @@ fn a_component_of_another_world() {
 fn an_import_the_host_does_not_provide_is_named() {
     let err = load(&wat("unknown-import"));
     match &err {
-        Error::UnsupportedImport { name } => assert_eq!(name, "acme:secret/vault@1.0.0"),
+        Error::UnsupportedImport { name, .. } => assert_eq!(name, "acme:secret/vault@1.0.0"),
         other => panic!("expected UnsupportedImport, got {other}"),
     }
     assert!(err.to_string().contains("acme:secret/vault@1.0.0"));

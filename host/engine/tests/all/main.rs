@@ -6,6 +6,7 @@
 mod bad_input;
 mod examples;
 mod hostile;
+mod kinds;
 mod reset;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,14 +42,29 @@ pub fn handler(name: &str) -> Handler {
     if let Some(h) = cache.lock().unwrap().get(name) {
         return h.clone();
     }
-    let handler = engine()
-        .load_file(&guest_path(name))
-        .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    let handler = match guest(name) {
+        percore_engine::Guest::Edge(handler) => handler,
+        other => panic!("{name} is a {} guest, not edge", other.kind()),
+    };
     cache
         .lock()
         .unwrap()
         .insert(name.to_owned(), handler.clone());
     handler
+}
+
+/// The loaded guest `name` of any kind, compiled once per test run.
+pub fn guest(name: &str) -> percore_engine::Guest {
+    static CACHE: OnceLock<Mutex<HashMap<String, percore_engine::Guest>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(g) = cache.lock().unwrap().get(name) {
+        return g.clone();
+    }
+    let guest = engine()
+        .load_file(&guest_path(name))
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    cache.lock().unwrap().insert(name.to_owned(), guest.clone());
+    guest
 }
 
 /// A request to build in tests.
@@ -83,6 +99,39 @@ impl Req {
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
+    }
+
+    /// Run on a guest of any kind (wasi:http, command, through the data plane's calls) with
+    /// `limits` and `config`; commands see the root route.
+    pub fn run_kind(&self, guest_name: &str, limits: Limits, config: &[(&str, &str)]) -> Invocation {
+        let headers: Vec<(&str, &[u8])> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        let request = Request {
+            method: self.method,
+            path_with_query: &self.path,
+            headers: &headers,
+            body: &self.body,
+        };
+        let config: Arc<BTreeMap<String, String>> = Arc::new(
+            config
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let limits = Arc::new(limits);
+        match guest(guest_name) {
+            percore_engine::Guest::Http(h) => h.handle(limits, config, &request),
+            percore_engine::Guest::Cgi(h) => {
+                h.handle(limits, config, &request, &percore_engine::CgiSite::default())
+            }
+            percore_engine::Guest::Edge(h) => {
+                h.handle_fresh(limits, config, &request, InputPreference::Region)
+            }
+            percore_engine::Guest::Bare(_) => panic!("bare modules are called, not requested"),
+        }
     }
 
     /// Run on a fresh instance of `guest` with `limits` and `config`.

@@ -1,0 +1,95 @@
+//! `probe-http`: the conformance suite's probe as a `wasi:http/proxy@0.2` component.
+//!
+//! It answers as the edge test guest named by `PROBE_ROLE` (see `probe-roles`): the request
+//! arrives as an `incoming-request`, its body read to the end from the body's stream; the
+//! response leaves through the outparam and its body through the outgoing body's stream.
+//!
+//! What the `wasi:http` types refuse cannot be sent, and the cases that need it do not list the
+//! `wasi-http` kind: a field the Fields API rejects (a value with CR or LF, an invalid name,
+//! `transfer-encoding`, `connection`) is left out, and a status it rejects (`99`) is answered
+//! with the outparam's error instead.
+
+use std::io::{Read as _, Write as _};
+
+use probe_roles::{ROLE_VAR, Request, Response};
+use wasi::http::types::{
+    ErrorCode, Fields, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
+};
+
+wasi::http::proxy::export!(Probe);
+
+struct Probe;
+
+fn method_name(method: Method) -> String {
+    match method {
+        Method::Get => "GET".into(),
+        Method::Head => "HEAD".into(),
+        Method::Post => "POST".into(),
+        Method::Put => "PUT".into(),
+        Method::Delete => "DELETE".into(),
+        Method::Connect => "CONNECT".into(),
+        Method::Options => "OPTIONS".into(),
+        Method::Trace => "TRACE".into(),
+        Method::Patch => "PATCH".into(),
+        Method::Other(other) => other,
+    }
+}
+
+/// The request with its whole body.
+fn read_request(incoming: &IncomingRequest) -> Request {
+    let mut body = Vec::new();
+    if let Ok(incoming_body) = incoming.consume() {
+        if let Ok(mut stream) = incoming_body.stream() {
+            // A stream error ends the body where it is; the role answers what arrived.
+            let _ = stream.read_to_end(&mut body);
+        }
+    }
+    Request {
+        method: method_name(incoming.method()),
+        path_with_query: incoming.path_with_query().unwrap_or_else(|| "/".into()),
+        headers: incoming.headers().entries(),
+        body,
+    }
+}
+
+/// Send `response`: head through the outparam first, so that the host drains the body while it
+/// is written.
+fn send(response: Response, out: ResponseOutparam) {
+    let headers = Fields::new();
+    for (name, value) in &response.headers {
+        // Refused fields are left out (see the crate's documentation).
+        let _ = headers.append(name, value);
+    }
+    let outgoing = OutgoingResponse::new(headers);
+    if outgoing.set_status_code(response.status).is_err() {
+        let message = format!(
+            "status {} cannot be sent through wasi:http",
+            response.status
+        );
+        ResponseOutparam::set(out, Err(ErrorCode::InternalError(Some(message))));
+        return;
+    }
+    let Ok(body) = outgoing.body() else {
+        let message = "the response has no body".to_owned();
+        ResponseOutparam::set(out, Err(ErrorCode::InternalError(Some(message))));
+        return;
+    };
+    ResponseOutparam::set(out, Ok(outgoing));
+    if let Ok(mut stream) = body.write() {
+        // The host closes the stream once the body is over its limit: the rest is dropped.
+        let _ = stream.write_all(&response.body);
+        let _ = stream.flush();
+    }
+    let _ = OutgoingBody::finish(body, None);
+}
+
+impl wasi::exports::http::incoming_handler::Guest for Probe {
+    fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
+        let role = std::env::var(ROLE_VAR).unwrap_or_default();
+        let request = read_request(&incoming);
+        drop(incoming);
+        let response = probe_roles::respond(&role, request)
+            .unwrap_or_else(|| probe_roles::unknown_role(&role));
+        send(response, out);
+    }
+}

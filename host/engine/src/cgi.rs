@@ -1,0 +1,179 @@
+//! WASI command guests, run CGI style (RFC 3875, as WAGI does): the request body is the
+//! command's stdin, the request its environment and arguments, its stdout the response (with
+//! an optional CGI header block), its stderr the request's log. Each request runs a fresh
+//! instance: `wasi:cli/run` is a one-shot entry point.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wasmtime::Store;
+use wasmtime::component::Component;
+use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+
+use crate::budget::{call_cpu, classify, epoch_check, start_clock};
+use crate::cgi_protocol::{self, CgiRequest};
+use crate::host::HostState;
+use crate::instance::{CallStats, InputPath, Invocation};
+use crate::response_check::check_parts;
+use crate::wasi::{self, ResponseStdout};
+use crate::{Engine, Error, Fault, Limits, Request, Response, TimeoutKind};
+
+/// Longest CGI header block read from a command's stdout.
+const MAX_CGI_HEAD: usize = 64 << 10;
+
+/// Where a request arrived, for the CGI environment.
+#[derive(Debug, Clone, Copy)]
+pub struct CgiSite<'a> {
+    /// The route prefix that matched (`SCRIPT_NAME`), `""` for the root route.
+    pub route_prefix: &'a str,
+    /// The server's name (`SERVER_NAME`): the request's host, else the listening address.
+    pub server_name: &'a str,
+    /// The listening port (`SERVER_PORT`).
+    pub server_port: u16,
+    /// The client's address (`REMOTE_ADDR`), if known.
+    pub remote_addr: &'a str,
+}
+
+impl Default for CgiSite<'_> {
+    fn default() -> Self {
+        Self {
+            route_prefix: "",
+            server_name: "localhost",
+            server_port: 80,
+            remote_addr: "",
+        }
+    }
+}
+
+/// A linked WASI command, ready to instantiate.
+#[derive(Clone)]
+pub struct CgiHandler {
+    pre: CommandPre<HostState>,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for CgiHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CgiHandler").finish_non_exhaustive()
+    }
+}
+
+impl CgiHandler {
+    pub(crate) fn new(engine: &Engine, component: &Component) -> Result<Self, Error> {
+        let pre = engine
+            .wasi_linker()
+            .instantiate_pre(component)
+            .map_err(|e| Error::Link(format!("{e:#}")))?;
+        let pre = CommandPre::new(pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        Ok(Self {
+            pre,
+            runtime: engine.runtime()?,
+        })
+    }
+
+    /// Run the command once for one request. Configuration values are added to the
+    /// environment (never replacing a CGI variable).
+    pub fn handle(
+        &self,
+        limits: Arc<Limits>,
+        config: Arc<BTreeMap<String, String>>,
+        request: &Request<'_>,
+        site: &CgiSite<'_>,
+    ) -> Invocation {
+        let cgi = CgiRequest {
+            method: request.method,
+            path_with_query: request.path_with_query,
+            headers: request.headers,
+            body_len: request.body.len(),
+            route_prefix: site.route_prefix,
+            server_name: site.server_name,
+            server_port: site.server_port,
+            remote_addr: site.remote_addr,
+        };
+        let extra: Vec<(String, String)> =
+            config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let output = wasi::new_output(limits.max_output_bytes);
+        let stdout = ResponseStdout::new(limits.max_response_body.saturating_add(MAX_CGI_HEAD));
+        let mut builder = wasi::closed_builder(&output);
+        builder
+            .stdout(stdout.clone())
+            .stdin(MemoryInputPipe::new(Bytes::copy_from_slice(request.body)))
+            .envs(&cgi_protocol::environment(&cgi, &extra))
+            .args(&cgi_protocol::arguments(&cgi));
+        let state = HostState::with_wasi(limits.clone(), config, output, builder.build());
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.memory);
+        store.epoch_deadline_callback(epoch_check);
+        start_clock(&mut store);
+        let ran = self.runtime.block_on(run(&self.pre, &mut store, &limits));
+        let (bytes, overflow) = stdout.take();
+        let result = match ran {
+            // A command stopped for writing too much reports that, not the failure it then hit.
+            Ok(()) | Err(Fault::Trap { .. } | Fault::Exit { .. }) if overflow > 0 => {
+                Err(Fault::ResponseTooLarge {
+                    size: bytes.len() + overflow,
+                    limit: limits.max_response_body,
+                })
+            }
+            Ok(()) => response(bytes, &limits),
+            Err(fault) => Err(fault),
+        };
+        let state = store.data_mut();
+        let stats = CallStats {
+            input: InputPath::Portable,
+            cpu: call_cpu(&state.clock),
+            wall: state.clock.wall_start.elapsed(),
+            request_copies: 2,
+            request_bytes_copied: 2 * request.body.len(),
+        };
+        state.drain_output();
+        Invocation {
+            result,
+            logs: std::mem::take(&mut state.logs),
+            logs_dropped: state.logs_dropped,
+            stats,
+        }
+    }
+}
+
+/// Instantiate and run the command within the wall deadline.
+async fn run(
+    pre: &CommandPre<HostState>,
+    store: &mut Store<HostState>,
+    limits: &Limits,
+) -> Result<(), Fault> {
+    let deadline = limits.wall_deadline;
+    let started = store.data().clock.wall_start;
+    let call = async {
+        let command = pre.instantiate_async(&mut *store).await?;
+        command.wasi_cli_run().call_run(&mut *store).await
+    };
+    let left = deadline.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, call).await {
+        Err(_) => Err(Fault::Timeout {
+            kind: TimeoutKind::Wall,
+            limit: deadline,
+        }),
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(()))) => Err(Fault::Exit { code: 1 }),
+        Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
+            Some(I32Exit(0)) => Ok(()),
+            Some(I32Exit(code)) => Err(Fault::Exit { code: *code }),
+            None => Err(classify(store, e)),
+        },
+    }
+}
+
+/// The response a command's stdout makes.
+fn response(mut stdout: Vec<u8>, limits: &Limits) -> Result<Response, Fault> {
+    let parsed = cgi_protocol::parse_output(&stdout, MAX_CGI_HEAD).map_err(|e| {
+        Fault::BadResponse {
+            reason: format!("malformed CGI output: {e}"),
+        }
+    })?;
+    let body = stdout.split_off(parsed.body_offset);
+    check_parts(parsed.status, parsed.headers, body, limits)
+}

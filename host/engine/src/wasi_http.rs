@@ -1,0 +1,270 @@
+//! `wasi:http` guests (`wasi:http/incoming-handler@0.2.x`, the `wasi:http/proxy` world): the
+//! request becomes an `incoming-request` whose body the host already holds, the response comes
+//! back through the `response-outparam` and its body is drained, up to the deployment's limit,
+//! while the guest writes it.
+//!
+//! wasmtime's wasi:http is asynchronous (a guest writing its body waits for the host to read
+//! it; a guest that sleeps waits on a timer), so a call runs on a fiber driven by the core's
+//! current-thread runtime, inside `block_on` only: never entered otherwise, so that the
+//! synchronous WASI of `edge:handler` guests is not affected.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use wasmtime::Store;
+use wasmtime::component::Component;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::budget::{call_cpu, classify, epoch_check, start_clock};
+use crate::host::HostState;
+use crate::instance::{CallStats, InputPath, Invocation};
+use crate::response_check::check_parts;
+use crate::{Engine, Error, Fault, Limits, Request, Response, TimeoutKind, wasi};
+
+/// A linked `wasi:http` component, ready to instantiate.
+#[derive(Clone)]
+pub struct HttpHandler {
+    pre: ProxyPre<HostState>,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for HttpHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpHandler").finish_non_exhaustive()
+    }
+}
+
+/// What the guest sent back before the call ended.
+type Outparam = Result<http::Response<HyperOutgoingBody>, ErrorCode>;
+
+impl HttpHandler {
+    pub(crate) fn new(engine: &Engine, component: &Component) -> Result<Self, Error> {
+        let pre = engine
+            .wasi_linker()
+            .instantiate_pre(component)
+            .map_err(|e| Error::Link(format!("{e:#}")))?;
+        let pre = ProxyPre::new(pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        Ok(Self {
+            pre,
+            runtime: engine.runtime()?,
+        })
+    }
+
+    /// Run one request on a fresh instance. The deployment's configuration values are the
+    /// guest's environment variables.
+    pub fn handle(
+        &self,
+        limits: Arc<Limits>,
+        config: Arc<BTreeMap<String, String>>,
+        request: &Request<'_>,
+    ) -> Invocation {
+        let output = wasi::new_output(limits.max_output_bytes);
+        let mut builder = wasi::closed_builder(&output);
+        for (k, v) in config.iter() {
+            builder.env(k, v);
+        }
+        let state = HostState::with_wasi(limits.clone(), config, output, builder.build());
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.memory);
+        store.epoch_deadline_callback(epoch_check);
+        start_clock(&mut store);
+        let body_len = request.body.len();
+        let result = self.runtime.block_on(run(&self.pre, &mut store, request, &limits));
+        let state = store.data_mut();
+        let stats = CallStats {
+            input: InputPath::Portable,
+            cpu: call_cpu(&state.clock),
+            wall: state.clock.wall_start.elapsed(),
+            request_copies: 2,
+            request_bytes_copied: 2 * (request.head_len() + body_len),
+        };
+        state.drain_output();
+        Invocation {
+            result,
+            logs: std::mem::take(&mut state.logs),
+            logs_dropped: state.logs_dropped,
+            stats,
+        }
+    }
+}
+
+/// Instantiate, call `handle` and drain the response, all within the wall deadline.
+async fn run(
+    pre: &ProxyPre<HostState>,
+    store: &mut Store<HostState>,
+    request: &Request<'_>,
+    limits: &Limits,
+) -> Result<Response, Fault> {
+    let deadline = limits.wall_deadline;
+    let started = store.data().clock.wall_start;
+    let proxy = match pre.instantiate_async(&mut *store).await {
+        Ok(proxy) => proxy,
+        Err(e) => return Err(classify(store, e)),
+    };
+    let host_fault = |e: wasmtime::Error| Fault::Host {
+        message: format!("cannot hand the request to the guest: {e:#}"),
+    };
+    let incoming = to_http(request)?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<Outparam>();
+    let mut http = store.data_mut().http();
+    let req = http
+        .new_incoming_request(Scheme::Http, incoming)
+        .map_err(host_fault)?;
+    let out = http.new_response_outparam(tx).map_err(host_fault)?;
+    let got_response = Cell::new(false);
+    let drained = drain(rx, limits.max_response_body, &got_response);
+    let call = proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, req, out);
+    let left = deadline.saturating_sub(started.elapsed());
+    let outcome = tokio::time::timeout(left, call_and_drain(call, drained)).await;
+    let (called, drained) = match outcome {
+        Err(_) => {
+            return Err(Fault::Timeout {
+                kind: TimeoutKind::Wall,
+                limit: deadline,
+            });
+        }
+        Ok(both) => both,
+    };
+    match (called, drained) {
+        (Some(Err(e)), _) => Err(classify(store, e)),
+        // The body went past the limit (the call was abandoned), or the guest set an error.
+        (_, Some(Err(fault))) => Err(fault),
+        (Some(Ok(())), Some(Ok((parts, body)))) => {
+            let headers = parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect();
+            check_parts(parts.status.as_u16(), headers, body, &store.data().limits)
+        }
+        (Some(Ok(())), None) if got_response.get() => Err(Fault::BadResponse {
+            reason: "the guest returned without finishing the response body \
+                     (outgoing-body.finish was never called)"
+                .into(),
+        }),
+        (Some(Ok(())), None) => Err(Fault::BadResponse {
+            reason: "the guest returned without setting a response \
+                     (response-outparam.set was never called)"
+                .into(),
+        }),
+        (None, _) => Err(Fault::Host {
+            message: "the call ended without a result".into(),
+        }),
+    }
+}
+
+/// The request as `wasi:http` types take it. Fields the `http` crate cannot represent (the
+/// parser has already refused anything HTTP/1.1 forbids) are left out.
+fn to_http(request: &Request<'_>) -> Result<http::Request<Full<Bytes>>, Fault> {
+    let mut builder = http::Request::builder()
+        .method(request.method)
+        .uri(request.path_with_query);
+    let mut has_host = false;
+    if let Some(headers) = builder.headers_mut() {
+        for (name, value) in request.headers {
+            let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_bytes(value),
+            ) else {
+                continue;
+            };
+            has_host |= name == http::header::HOST;
+            headers.append(name, value);
+        }
+        // An HTTP/1.0 request may come without `Host`; wasi:http needs an authority.
+        if !has_host {
+            headers.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
+        }
+    }
+    builder
+        .body(Full::new(Bytes::copy_from_slice(request.body)))
+        .map_err(|e| Fault::Host {
+            message: format!("the request cannot be given to a wasi:http guest: {e}"),
+        })
+}
+
+/// The response and its whole body, read as the guest writes it. Stops at the first byte past
+/// `max_body`.
+async fn drain(
+    rx: tokio::sync::oneshot::Receiver<Outparam>,
+    max_body: usize,
+    got_response: &Cell<bool>,
+) -> Result<(http::response::Parts, Vec<u8>), Fault> {
+    let bad = |reason: String| Fault::BadResponse { reason };
+    let response = match rx.await {
+        Ok(Ok(response)) => response,
+        Ok(Err(code)) => {
+            return Err(bad(format!(
+                "the guest set an error instead of a response: {code:?}"
+            )));
+        }
+        // The outparam was dropped: the call is ending without a response; `run` says so.
+        Err(_) => std::future::pending().await,
+    };
+    got_response.set(true);
+    let (parts, mut body) = response.into_parts();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| bad(format!("the response body failed: {e:?}")))?;
+        if let Ok(data) = frame.into_data() {
+            let size = bytes.len() + data.len();
+            if size > max_body {
+                return Err(Fault::ResponseTooLarge {
+                    size,
+                    limit: max_body,
+                });
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok((parts, bytes))
+}
+
+/// Poll the guest's call and the drain of its response together until the call ends (its
+/// body writes wait for the drain), then give the drain one more chance: a response whose body
+/// is complete is done by then. Returns early if the drain fails (the body went past the limit):
+/// the call is then dropped.
+async fn call_and_drain<C, D>(call: C, drain: D) -> (Option<C::Output>, Option<D::Output>)
+where
+    C: Future,
+    D: Future<Output = Result<(http::response::Parts, Vec<u8>), Fault>>,
+{
+    let mut call = pin!(call);
+    let mut drain = pin!(drain);
+    let mut called = None;
+    let mut drained = None;
+    std::future::poll_fn(|cx| {
+        if called.is_none() {
+            if let Poll::Ready(out) = call.as_mut().poll(cx) {
+                called = Some(out);
+            }
+        }
+        if drained.is_none() {
+            if let Poll::Ready(out) = drain.as_mut().poll(cx) {
+                let failed = out.is_err();
+                drained = Some(out);
+                if failed {
+                    return Poll::Ready(());
+                }
+            }
+        }
+        if called.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    (called, drained)
+}
