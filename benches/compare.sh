@@ -11,6 +11,9 @@
 #   percore-native  percore's data plane (thread per core, io_uring) with a native handler
 #   percore-wasm    percore running the handler compiled to Wasm with the SDK (default: reset instances)
 #   wasmtime-serve  `wasmtime serve` 48.0.8 with the handler as a wasi:http/proxy component
+#   percore-wasi-http  percore serving that same wasi:http/proxy component file
+#
+#   --lines a,b,...   run only these lines (for example --lines wasmtime-serve,percore-wasi-http)
 #
 # 1. Peak: wrk, one thread, closed loop.
 # 2. Sweep: oha at fixed offered rates, the same for every line, with --latency-correction
@@ -24,13 +27,17 @@ cd "$(dirname "$0")/.."
 . benches/lib.sh
 mode=short
 with_wasmtime=1
-for arg in "$@"; do
-    case "$arg" in
+only=""
+while [ $# -gt 0 ]; do
+    case "$1" in
     --full) mode=full ;;
     --no-wasmtime) with_wasmtime=0 ;;
-    *) echo "usage: $0 [--full] [--no-wasmtime]" >&2; exit 2 ;;
+    --lines) only=$2; shift ;;
+    *) echo "usage: $0 [--full] [--no-wasmtime] [--lines a,b,...]" >&2; exit 2 ;;
     esac
+    shift
 done
+args_text="$mode${only:+ --lines $only}"
 if [ "$mode" = full ]; then
     peak_s=10; point_s=8
     rates=(2000 5000 10000 20000 30000 40000 50000 60000 70000 80000 90000 100000)
@@ -95,6 +102,9 @@ start_server() { # line
     percore-wasm)
         $s $percore serve --cores 1 --listen "127.0.0.1:$port" target/guests/bench-json.wasm >"$tmp/server.log" 2>&1 &
         ;;
+    percore-wasi-http)
+        $s $percore serve --cores 1 --listen "127.0.0.1:$port" target/guests/wasi-http-json.wasm >"$tmp/server.log" 2>&1 &
+        ;;
     wasmtime-serve)
         # -Scli: Rust's std for wasm32-wasip2 imports wasi:cli (environment, exit) even in a
         # wasi:http/proxy component.
@@ -116,13 +126,16 @@ start_server() { # line
 peak() { wrk_peak "http://127.0.0.1:$port/" ${peak_s}; }              # prints requests/s
 point() { oha_point "http://127.0.0.1:$port/" "$1" ${point_s}; }         # "achieved p50 p99 p99.9 errors"
 
-lines=(nginx tokio-hyper percore-native percore-wasm)
+lines=(nginx tokio-hyper percore-native percore-wasm percore-wasi-http)
 [ "$with_wasmtime" = 1 ] && lines+=(wasmtime-serve)
+if [ -n "$only" ]; then
+    IFS=, read -r -a lines <<<"$only"
+fi
 echo
 echo "machine: Linux $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "pinning: every server on CPU $server_cpu (taskset -c $server_cpu), the load generator on CPU $client_cpu (taskset -c $client_cpu)"
 echo "load: wrk -t1 -c16 -d${peak_s}s for the peak; oha -c16 --latency-correction, ${point_s} s per offered rate; loopback"
-echo "mode: $mode; date: $(date -u +%Y-%m-%dT%H:%MZ); command: bash benches/compare.sh $*"
+echo "mode: $args_text; date: $(date -u +%Y-%m-%dT%H:%MZ); command: bash benches/compare.sh${only:+ --lines $only}$([ "$mode" = full ] && echo ' --full')"
 echo
 declare -A peaks sustained sustained99
 printf '%-16s %10s\n' line "peak req/s"
@@ -161,8 +174,20 @@ for line in "${lines[@]}"; do
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
 echo
-echo "ratios at peak:       percore-wasm/percore-native $(ratio "${peaks[percore-wasm]}" "${peaks[percore-native]}"), percore-wasm/nginx $(ratio "${peaks[percore-wasm]}" "${peaks[nginx]}"), percore-wasm/tokio-hyper $(ratio "${peaks[percore-wasm]}" "${peaks[tokio-hyper]}")$([ "$with_wasmtime" = 1 ] && echo ", percore-wasm/wasmtime-serve $(ratio "${peaks[percore-wasm]}" "${peaks[wasmtime-serve]}")")"
-echo "ratios at p99.9<1ms:  percore-wasm/percore-native $(ratio "${sustained[percore-wasm]}" "${sustained[percore-native]}"), percore-wasm/nginx $(ratio "${sustained[percore-wasm]}" "${sustained[nginx]}")$([ "$with_wasmtime" = 1 ] && echo ", percore-wasm/wasmtime-serve $(ratio "${sustained[percore-wasm]}" "${sustained[wasmtime-serve]}")")"
-echo "ratios at p99<1ms:    percore-wasm/percore-native $(ratio "${sustained99[percore-wasm]}" "${sustained99[percore-native]}"), percore-wasm/nginx $(ratio "${sustained99[percore-wasm]}" "${sustained99[nginx]}")$([ "$with_wasmtime" = 1 ] && echo ", percore-wasm/wasmtime-serve $(ratio "${sustained99[percore-wasm]}" "${sustained99[wasmtime-serve]}")")"
+ratios() { # label, name of the associative array
+    local -n table=$2
+    local text="" pair a b
+    for pair in percore-wasm:percore-native percore-wasm:nginx percore-wasm:tokio-hyper \
+        percore-wasm:wasmtime-serve percore-wasi-http:wasmtime-serve percore-wasi-http:percore-wasm; do
+        a=${pair%%:*} b=${pair##*:}
+        [ -n "${table[$a]+x}" ] && [ -n "${table[$b]+x}" ] || continue
+        text+="${text:+, }$a/$b $(ratio "${table[$a]}" "${table[$b]}")"
+    done
+    [ -n "$text" ] && printf '%-22s%s\n' "ratios at $1:" "$text"
+    return 0
+}
+ratios peak peaks
+ratios "p99.9<1ms" sustained
+ratios "p99<1ms" sustained99
 echo
 target/bench-servers/release/percore-chart "$out/results.csv" "$out/compare"

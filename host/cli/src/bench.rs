@@ -277,19 +277,49 @@ fn fresh_only(
         samples.push(started.elapsed());
         invocation.result.context("the guest failed a request")?;
     }
-    let s = summarize(samples);
     let input = match guest {
         Guest::Cgi(_) => "stdin",
         Guest::Bare(_) => "args",
         _ => "wasi:http",
     };
-    println!(
-        "{:<10} {:<9} {:>10} {:>10} {:>10}",
-        input,
-        "fresh",
-        us(s.p50),
-        us(s.mean),
-        us(s.p99)
-    );
+    let line = |kind: &str, samples: Vec<Duration>| {
+        let s = summarize(samples);
+        println!(
+            "{:<10} {:<9} {:>10} {:>10} {:>10}",
+            input,
+            kind,
+            us(s.p50),
+            us(s.mean),
+            us(s.p99)
+        );
+    };
+    line("fresh", samples);
+    // wasi:http instances are pooled and reset like edge:handler ones when they qualify.
+    if let Guest::Http(handler) = guest {
+        let mut instance = handler
+            .instantiate(limits.clone(), config.clone())
+            .map_err(|f| anyhow::anyhow!("{f}"))?;
+        match instance.prepare_reset() {
+            Err(why) => println!("(no reset line: {why})"),
+            Ok(()) => {
+                let mut reset = Vec::with_capacity(args.iterations);
+                let mut reset_only = Vec::with_capacity(args.iterations);
+                for _ in 0..args.iterations {
+                    let started = Instant::now();
+                    let invocation = instance.handle(&request);
+                    let handled = started.elapsed();
+                    invocation.result.context("the guest failed a request")?;
+                    instance
+                        .reset()
+                        .map_err(|why| anyhow::anyhow!("reset failed: {why}"))?;
+                    let total = started.elapsed();
+                    reset.push(total);
+                    reset_only.push(total - handled);
+                }
+                line("reset", reset);
+                line("(reset)", reset_only);
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

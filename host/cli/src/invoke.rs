@@ -100,6 +100,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if !matches!(guest, Guest::Bare(_)) && (!args.args.is_empty() || args.invoke.is_some()) {
+        bail!(
+            "--args and --invoke are for bare modules; {} is a {} guest",
+            args.component.display(),
+            guest.kind()
+        );
+    }
     let invocation = match &guest {
         Guest::Edge(handler) => handler.handle_fresh(limits, config, &request, preference),
         Guest::Http(handler) => handler.handle(limits, config, &request),
@@ -111,13 +118,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return print_bare(&invocation, args.json);
         }
     };
-    if !matches!(guest, Guest::Bare(_)) && (!args.args.is_empty() || args.invoke.is_some()) {
-        bail!(
-            "--args and --invoke are for bare modules; {} is a {} guest",
-            args.component.display(),
-            guest.kind()
-        );
-    }
     if !args.json {
         logging::emit_guest_logs(&name, &invocation.logs, invocation.logs_dropped);
     }

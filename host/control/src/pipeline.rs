@@ -603,8 +603,8 @@ fn compiler<'a>(
 /// How a deployment's requests run, as `percore ls` shows it.
 fn instances(kind: GuestKind, not_resettable: Option<&str>) -> String {
     match (kind, not_resettable) {
-        (GuestKind::Edge, None) => "reset".to_owned(),
-        (GuestKind::Edge, Some(why)) => format!("fresh ({why})"),
+        (GuestKind::Edge | GuestKind::HttpP2, None) => "reset".to_owned(),
+        (GuestKind::Edge | GuestKind::HttpP2, Some(why)) => format!("fresh ({why})"),
         (GuestKind::Cgi, _) => "fresh (a command runs once per request)".to_owned(),
         (_, _) => "fresh (a new instance per request)".to_owned(),
     }

@@ -201,10 +201,9 @@ impl Server {
         for ready in &artifacts {
             let mode = match backend::native::Native::named(&ready.artifact) {
                 Some(_) => "native".to_owned(),
-                None if ready.kind == percore_engine::GuestKind::Edge => {
-                    pool::InstancePool::new(config.instances, &ready.resettable, 0).describe()
+                None => {
+                    backend::describe_instances(ready.kind, config.instances, &ready.resettable)
                 }
-                None => "fresh (a new instance per request)".to_owned(),
             };
             tracing::info!(deployment = %ready.spec.name, kind = %ready.kind, instances = %mode, "deployment ready");
         }

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use percore_engine::{Fault, Handler, Instance, Limits, NotResettable};
+use percore_engine::{
+    Fault, Handler, HttpHandler, HttpInstance, Instance, Limits, NotResettable, ResetError,
+    ResetStats,
+};
 
 use crate::InstanceMode;
 use crate::counters::Counters;
@@ -14,6 +17,68 @@ use crate::counters::Counters;
 /// not the host-side tables of the store (handles a guest took, such as WASI streams), so they
 /// are bounded by replacing the instance now and then.
 pub(crate) const MAX_REQUESTS_PER_INSTANCE: u64 = 10_000;
+
+/// An instance a pool can hold: made from a loaded guest, reset to a snapshot, dropped when
+/// it faulted or wore out.
+pub(crate) trait Pooled: Sized {
+    /// What instances are made from.
+    type Source;
+    fn create(
+        source: &Self::Source,
+        limits: &Arc<Limits>,
+        config: &Arc<BTreeMap<String, String>>,
+    ) -> Result<Self, Fault>;
+    fn prepare_reset(&mut self) -> Result<(), ResetError>;
+    fn reset(&mut self) -> Result<ResetStats, ResetError>;
+    fn is_usable(&self) -> bool;
+    fn requests(&self) -> u64;
+}
+
+impl Pooled for Instance {
+    type Source = Handler;
+    fn create(
+        handler: &Handler,
+        limits: &Arc<Limits>,
+        config: &Arc<BTreeMap<String, String>>,
+    ) -> Result<Self, Fault> {
+        handler.instantiate(limits.clone(), config.clone())
+    }
+    fn prepare_reset(&mut self) -> Result<(), ResetError> {
+        Instance::prepare_reset(self)
+    }
+    fn reset(&mut self) -> Result<ResetStats, ResetError> {
+        Instance::reset(self)
+    }
+    fn is_usable(&self) -> bool {
+        Instance::is_usable(self)
+    }
+    fn requests(&self) -> u64 {
+        Instance::requests(self)
+    }
+}
+
+impl Pooled for HttpInstance {
+    type Source = HttpHandler;
+    fn create(
+        handler: &HttpHandler,
+        limits: &Arc<Limits>,
+        config: &Arc<BTreeMap<String, String>>,
+    ) -> Result<Self, Fault> {
+        handler.instantiate(limits.clone(), config.clone())
+    }
+    fn prepare_reset(&mut self) -> Result<(), ResetError> {
+        HttpInstance::prepare_reset(self)
+    }
+    fn reset(&mut self) -> Result<ResetStats, ResetError> {
+        HttpInstance::reset(self)
+    }
+    fn is_usable(&self) -> bool {
+        HttpInstance::is_usable(self)
+    }
+    fn requests(&self) -> u64 {
+        HttpInstance::requests(self)
+    }
+}
 
 /// What a pool does with an instance after its request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,11 +93,11 @@ enum Policy {
 
 /// A per-core, per-deployment pool of instances.
 #[derive(Debug)]
-pub(crate) struct InstancePool {
+pub(crate) struct InstancePool<I = Instance> {
     policy: Policy,
     /// Why a pool asked to reset serves fresh instances instead.
     fresh_because: Option<NotResettable>,
-    idle: Vec<Instance>,
+    idle: Vec<I>,
     max_idle: usize,
     /// Pooled instances in reset mode skip the reset (the suite's misbehaviour tests).
     #[cfg(feature = "misbehave")]
@@ -41,13 +106,13 @@ pub(crate) struct InstancePool {
 
 /// An instance taken from a pool.
 #[derive(Debug)]
-pub(crate) struct Taken {
-    pub(crate) instance: Instance,
+pub(crate) struct Taken<I = Instance> {
+    pub(crate) instance: I,
     /// It was created for this request.
     pub(crate) cold: bool,
 }
 
-impl InstancePool {
+impl<I: Pooled> InstancePool<I> {
     /// A pool in `mode` for a component that can (or cannot, and why) be reset in place,
     /// keeping at most `max_idle` instances.
     pub(crate) fn new(
@@ -92,12 +157,12 @@ impl InstancePool {
     /// on, and this request still gets an instance.
     pub(crate) fn take(
         &mut self,
-        handler: &Handler,
+        handler: &I::Source,
         limits: &Arc<Limits>,
         config: &Arc<BTreeMap<String, String>>,
         deployment: &str,
         counters: &mut Counters,
-    ) -> Result<Taken, Fault> {
+    ) -> Result<Taken<I>, Fault> {
         if let Some(instance) = self.idle.pop() {
             return Ok(Taken {
                 instance,
@@ -105,7 +170,7 @@ impl InstancePool {
             });
         }
         counters.instances_created += 1;
-        let mut instance = handler.instantiate(limits.clone(), config.clone())?;
+        let mut instance = I::create(handler, limits, config)?;
         if self.policy == Policy::Reset
             && let Err(why) = instance.prepare_reset()
         {
@@ -116,7 +181,7 @@ impl InstancePool {
             );
             self.policy = Policy::Fresh;
             if !instance.is_usable() {
-                instance = handler.instantiate(limits.clone(), config.clone())?;
+                instance = I::create(handler, limits, config)?;
             }
         }
         Ok(Taken {
@@ -127,7 +192,7 @@ impl InstancePool {
 
     /// An instance whose request is done: reset and keep it, keep it, or drop it, as the policy
     /// says. Faulted, grown or worn instances are always dropped.
-    pub(crate) fn give_back(&mut self, mut instance: Instance, counters: &mut Counters) {
+    pub(crate) fn give_back(&mut self, mut instance: I, counters: &mut Counters) {
         if !instance.is_usable()
             || instance.requests() >= MAX_REQUESTS_PER_INSTANCE
             || self.idle.len() >= self.max_idle
@@ -162,7 +227,7 @@ impl InstancePool {
     /// Move `other`'s idle instances into this pool (the suite's misbehaviour tests: one
     /// deployment's instances handed to another).
     #[cfg(feature = "misbehave")]
-    pub(crate) fn take_idle_from(&mut self, other: &mut InstancePool) {
+    pub(crate) fn take_idle_from(&mut self, other: &mut InstancePool<I>) {
         self.idle.append(&mut other.idle);
     }
 }

@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use wasmtime::{ExternType, InstancePre, Linker, Module, Store, Val, ValType};
+use wasmtime::{ExternType, InstancePre, Linker, Module, Val, ValType};
 
-use crate::budget::{call_cpu, classify, epoch_check, start_clock};
+use crate::budget::{classify, finish, new_store, start_clock};
 use crate::host::HostState;
-use crate::instance::{CallStats, InputPath, Invocation};
+use crate::instance::{InputPath, Invocation};
 use crate::kind::{PLATFORM_FUNCTIONS, PLATFORM_MODULE};
 use crate::{Engine, Error, Fault, Limits, Response};
 
@@ -106,12 +106,10 @@ impl BareHandler {
         function: &str,
         args: &[&str],
     ) -> Result<Invocation, Error> {
-        let mut store = Store::new(
+        let mut store = new_store(
             self.pre.module().engine(),
             HostState::new(limits, Arc::new(BTreeMap::new())),
         );
-        store.limiter(|state| &mut state.memory);
-        store.epoch_deadline_callback(epoch_check);
         let func_ty = match self.pre.module().get_export(function) {
             Some(ExternType::Func(ty)) => ty,
             _ => {
@@ -148,20 +146,7 @@ impl BareHandler {
                 },
             },
         };
-        let state = store.data_mut();
-        let stats = CallStats {
-            input: InputPath::Portable,
-            cpu: call_cpu(&state.clock),
-            wall: state.clock.wall_start.elapsed(),
-            request_copies: 0,
-            request_bytes_copied: 0,
-        };
-        Ok(Invocation {
-            result,
-            logs: Vec::new(),
-            logs_dropped: 0,
-            stats,
-        })
+        Ok(finish(&mut store, result, InputPath::Portable, 0, 0))
     }
 }
 

@@ -41,6 +41,42 @@ pub(crate) fn epoch_check(
     Ok(UpdateDeadline::Continue(1))
 }
 
+/// A store for one instance, with the deployment's memory cap, the epoch check and the call
+/// clock started.
+pub(crate) fn new_store(engine: &wasmtime::Engine, state: HostState) -> Store<HostState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.memory);
+    store.epoch_deadline_callback(epoch_check);
+    start_clock(&mut store);
+    store
+}
+
+/// A call's outcome with what the guest logged and printed meanwhile; `copies` of the
+/// request's `bytes` each (see [`crate::CallStats`]).
+pub(crate) fn finish(
+    store: &mut Store<HostState>,
+    result: Result<crate::Response, Fault>,
+    input: crate::InputPath,
+    copies: u32,
+    bytes: usize,
+) -> crate::Invocation {
+    let state = store.data_mut();
+    let stats = crate::CallStats {
+        input,
+        cpu: call_cpu(&state.clock),
+        wall: state.clock.wall_start.elapsed(),
+        request_copies: copies,
+        request_bytes_copied: copies as usize * bytes,
+    };
+    state.drain_output();
+    crate::Invocation {
+        result,
+        logs: std::mem::take(&mut state.logs),
+        logs_dropped: state.logs_dropped,
+        stats,
+    }
+}
+
 pub(crate) fn start_clock(store: &mut Store<HostState>) {
     let state = store.data_mut();
     state.memory.denied = false;

@@ -13,10 +13,10 @@ use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 
-use crate::budget::{call_cpu, classify, epoch_check, start_clock};
+use crate::budget::{classify, finish, new_store};
 use crate::cgi_protocol::{self, CgiRequest};
 use crate::host::HostState;
-use crate::instance::{CallStats, InputPath, Invocation};
+use crate::instance::{InputPath, Invocation};
 use crate::response_check::check_parts;
 use crate::wasi::{self, ResponseStdout};
 use crate::{Engine, Error, Fault, Limits, Request, Response, TimeoutKind};
@@ -99,15 +99,12 @@ impl CgiHandler {
         let stdout = ResponseStdout::new(limits.max_response_body.saturating_add(MAX_CGI_HEAD));
         let mut builder = wasi::closed_builder(&output);
         builder
-            .stdout(stdout.clone())
+            .stdout(wasi::Output(stdout.clone()))
             .stdin(MemoryInputPipe::new(Bytes::copy_from_slice(request.body)))
             .envs(&cgi_protocol::environment(&cgi, &extra))
             .args(&cgi_protocol::arguments(&cgi));
         let state = HostState::with_wasi(limits.clone(), config, output, builder.build());
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|state| &mut state.memory);
-        store.epoch_deadline_callback(epoch_check);
-        start_clock(&mut store);
+        let mut store = new_store(self.pre.engine(), state);
         let ran = self.runtime.block_on(run(&self.pre, &mut store, &limits));
         let (bytes, overflow) = stdout.take();
         let result = match ran {
@@ -121,21 +118,13 @@ impl CgiHandler {
             Ok(()) => response(bytes, &limits),
             Err(fault) => Err(fault),
         };
-        let state = store.data_mut();
-        let stats = CallStats {
-            input: InputPath::Portable,
-            cpu: call_cpu(&state.clock),
-            wall: state.clock.wall_start.elapsed(),
-            request_copies: 2,
-            request_bytes_copied: 2 * request.body.len(),
-        };
-        state.drain_output();
-        Invocation {
+        finish(
+            &mut store,
             result,
-            logs: std::mem::take(&mut state.logs),
-            logs_dropped: state.logs_dropped,
-            stats,
-        }
+            InputPath::Portable,
+            2,
+            request.body.len(),
+        )
     }
 }
 
@@ -169,11 +158,10 @@ async fn run(
 
 /// The response a command's stdout makes.
 fn response(mut stdout: Vec<u8>, limits: &Limits) -> Result<Response, Fault> {
-    let parsed = cgi_protocol::parse_output(&stdout, MAX_CGI_HEAD).map_err(|e| {
-        Fault::BadResponse {
+    let parsed =
+        cgi_protocol::parse_output(&stdout, MAX_CGI_HEAD).map_err(|e| Fault::BadResponse {
             reason: format!("malformed CGI output: {e}"),
-        }
-    })?;
+        })?;
     let body = stdout.split_off(parsed.body_offset);
     check_parts(parsed.status, parsed.headers, body, limits)
 }

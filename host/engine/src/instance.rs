@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use percore_rt::host_memory::{HostMemoryStore, ResetStats, SnapshotError};
-use wasmtime::Store;
 use wasmtime::component::Component;
 
 use crate::bindings;
-use crate::budget::{call_cpu, classify, epoch_check, start_clock};
+use crate::budget::{call_cpu, classify, new_store, start_clock};
 use crate::host::{HostState, LogRecord};
 use crate::response_check::check_response;
 use crate::{Engine, Error, Fault, Limits, NotResettable, Request, Response};
@@ -20,7 +19,7 @@ const INITIAL_REGION: u32 = 4 << 10;
 
 /// Bytes of written pages a reset copies back; past that it drops the rest, which then faults
 /// back in from the snapshot when touched.
-const RESET_RESIDENT_BUDGET: usize = 2 << 20;
+pub(crate) const RESET_RESIDENT_BUDGET: usize = 2 << 20;
 
 /// Which way a request reached the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +62,10 @@ pub enum ResetError {
     /// The memory could not be brought back to the snapshot (it grew, typically).
     #[error(transparent)]
     Restore(SnapshotError),
+    /// The request left resources (bodies, streams) in the host's table: a reset restores
+    /// memory only, so the instance is replaced.
+    #[error("the request left resources in the host's table")]
+    ResourcesLeft,
 }
 
 /// Measurements of one call.
@@ -126,10 +129,7 @@ impl Handler {
         config: Arc<BTreeMap<String, String>>,
     ) -> Result<Instance, Fault> {
         let engine = self.pre.engine();
-        let mut store = Store::new(engine, HostState::new(limits, config));
-        store.limiter(|state| &mut state.memory);
-        store.epoch_deadline_callback(epoch_check);
-        start_clock(&mut store);
+        let store = new_store(engine, HostState::new(limits, config));
         let (mut memories, bindings) =
             HostMemoryStore::instantiate(store, |store| self.pre.instantiate(store));
         match bindings {

@@ -288,7 +288,12 @@ mod tests {
         assert!(e.contains("`env.x`"), "{e}");
         assert!(e.contains("wasi:http/incoming-handler"), "{e}");
         let nothing = "(module)";
-        assert!(kind(nothing).unwrap_err().to_string().contains("exports nothing"));
+        assert!(
+            kind(nothing)
+                .unwrap_err()
+                .to_string()
+                .contains("exports nothing")
+        );
         let reactor = r#"(module (import "wasi_snapshot_preview1" "fd_write"
             (func (param i32 i32 i32 i32) (result i32))) (memory (export "memory") 1)
             (func (export "f")))"#;

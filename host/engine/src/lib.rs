@@ -36,18 +36,18 @@ mod wasi_http;
 pub use artifacts::{ArtifactCache, Cached, sha256_hex, write_artifact};
 pub use bare::BareHandler;
 pub use cgi::{CgiHandler, CgiSite};
-pub use kind::{Detected, GuestKind, UnknownKind, detect, kind_of};
-pub use wasi_http::HttpHandler;
 pub use config::{EngineConfig, Limits};
 pub use error::{Error, Fault, TimeoutKind};
 pub use host::{LogLevel, LogRecord, LogSource};
 pub use instance::{
     CallStats, Handler, InputPath, InputPreference, Instance, Invocation, ResetError, StreamedBody,
 };
+pub use kind::{Detected, GuestKind, UnknownKind, detect, kind_of};
 pub use message::{Request, Response};
 pub use percore_rt::host_memory::{ResetStats, SnapshotError};
 pub use state::{NotResettable, check_resettable};
 pub use ticker::EpochTicker;
+pub use wasi_http::{HttpHandler, HttpInstance};
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

@@ -20,7 +20,11 @@ pub(crate) fn binary(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
         Cow::Borrowed(bytes)
     } else if looks_like_text(bytes) {
         // Text format, handy for tests and experiments.
-        Cow::Owned(wat::parse_bytes(bytes).map_err(|e| Error::Invalid(e.to_string()))?.into_owned())
+        Cow::Owned(
+            wat::parse_bytes(bytes)
+                .map_err(|e| Error::Invalid(e.to_string()))?
+                .into_owned(),
+        )
     } else {
         let start: Vec<u8> = bytes.iter().take(8).copied().collect();
         return Err(Error::NotWasm(format!(
@@ -48,7 +52,10 @@ pub(crate) fn compile(engine: &wasmtime::Engine, bytes: &[u8]) -> Result<Compone
 }
 
 /// Compile a component's binary.
-pub(crate) fn compile_component(engine: &wasmtime::Engine, bytes: &[u8]) -> Result<Component, Error> {
+pub(crate) fn compile_component(
+    engine: &wasmtime::Engine,
+    bytes: &[u8],
+) -> Result<Component, Error> {
     Component::new(engine, bytes).map_err(|e| Error::Invalid(format!("{e:#}")))
 }
 
@@ -91,9 +98,7 @@ pub(crate) fn check_imports(
                     || wasi_02 && !name.starts_with("wasi:http/")
             }
             GuestKind::HttpP2 | GuestKind::Cgi => wasi_02,
-            GuestKind::HttpP3 => {
-                wasi_02 || name.starts_with("wasi:") && name.contains("@0.3.")
-            }
+            GuestKind::HttpP3 => wasi_02 || name.starts_with("wasi:") && name.contains("@0.3."),
             GuestKind::Bare => false,
         };
         if !provided {

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 /// Which stream a guest wrote to.
 #[derive(Debug, Clone, Copy)]
@@ -56,13 +56,39 @@ impl GuestStream {
     }
 }
 
-impl IsTerminal for GuestStream {
+/// Where a guest's output stream goes: the log capture, or a command's response.
+pub(crate) trait Sink: Clone + Send + Sync + 'static {
+    /// Take bytes; `false` refuses them, and the guest's write fails.
+    fn push(&self, bytes: &[u8]) -> bool;
+    /// The stream refuses everything from now on.
+    fn closed(&self) -> bool {
+        false
+    }
+    /// What a refused write gets.
+    fn refusal(&self) -> StreamError {
+        StreamError::Closed
+    }
+}
+
+impl Sink for GuestStream {
+    fn push(&self, bytes: &[u8]) -> bool {
+        GuestStream::push(self, bytes);
+        // Past the cap, bytes are counted and dropped rather than blocking or failing the guest.
+        true
+    }
+}
+
+/// A [`Sink`] as every kind of WASI output stream (p2 streams, p3's async writer).
+#[derive(Clone)]
+pub(crate) struct Output<S>(pub(crate) S);
+
+impl<S: Sink> IsTerminal for Output<S> {
     fn is_terminal(&self) -> bool {
         false
     }
 }
 
-impl StdoutStream for GuestStream {
+impl<S: Sink> StdoutStream for Output<S> {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
         Box::new(self.clone())
     }
@@ -72,10 +98,13 @@ impl StdoutStream for GuestStream {
     }
 }
 
-impl OutputStream for GuestStream {
+impl<S: Sink> OutputStream for Output<S> {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        self.push(&bytes);
-        Ok(())
+        if self.0.push(&bytes) {
+            Ok(())
+        } else {
+            Err(self.0.refusal())
+        }
     }
 
     fn flush(&mut self) -> StreamResult<()> {
@@ -83,25 +112,31 @@ impl OutputStream for GuestStream {
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        // Always writable: past the cap, bytes are counted and dropped rather than blocking or
-        // failing the guest.
+        if self.0.closed() {
+            return Err(self.0.refusal());
+        }
+        // Never 0: a guest told "0 bytes writable" would wait for readiness for ever; a write
+        // the sink cannot take is refused instead.
         Ok(64 << 10)
     }
 }
 
 #[wasmtime_wasi::async_trait]
-impl Pollable for GuestStream {
+impl<S: Sink> Pollable for Output<S> {
     async fn ready(&mut self) {}
 }
 
-impl tokio::io::AsyncWrite for GuestStream {
+impl<S: Sink> tokio::io::AsyncWrite for Output<S> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.push(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
+        std::task::Poll::Ready(if self.0.push(buf) {
+            Ok(buf.len())
+        } else {
+            Err(std::io::ErrorKind::StorageFull.into())
+        })
     }
 
     fn poll_flush(
@@ -128,14 +163,14 @@ pub(crate) fn closed_ctx(output: &SharedOutput) -> WasiCtx {
 pub(crate) fn closed_builder(output: &SharedOutput) -> WasiCtxBuilder {
     let mut builder = WasiCtx::builder();
     builder
-        .stdout(GuestStream {
+        .stdout(Output(GuestStream {
             stream: Stream::Stdout,
             output: output.clone(),
-        })
-        .stderr(GuestStream {
+        }))
+        .stderr(Output(GuestStream {
             stream: Stream::Stderr,
             output: output.clone(),
-        })
+        }))
         .allow_ip_name_lookup(false)
         .allow_tcp(false)
         .allow_udp(false)
@@ -143,9 +178,9 @@ pub(crate) fn closed_builder(output: &SharedOutput) -> WasiCtxBuilder {
     builder
 }
 
-/// A command guest's stdout: the response, kept whole up to a cap. Past the cap the stream is
-/// closed (the guest's next write fails) and the overflow remembered, so the request ends as
-/// "response too large", never with unbounded host memory.
+/// A command guest's stdout: the response, kept whole up to a cap. A write past the cap stops
+/// the guest and the overflow is remembered, so the request ends as "response too large",
+/// never with unbounded host memory.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ResponseStdout {
     inner: Arc<Mutex<StdoutBuffer>>,
@@ -193,75 +228,18 @@ impl ResponseStdout {
     }
 }
 
-impl IsTerminal for ResponseStdout {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for ResponseStdout {
-    fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
+impl Sink for ResponseStdout {
+    fn push(&self, bytes: &[u8]) -> bool {
+        ResponseStdout::push(self, bytes)
     }
 
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl OutputStream for ResponseStdout {
-    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        if self.push(&bytes) {
-            Ok(())
-        } else {
-            Err(StreamError::Closed)
-        }
+    fn closed(&self) -> bool {
+        self.lock().overflow > 0
     }
 
-    fn flush(&mut self) -> StreamResult<()> {
-        Ok(())
-    }
-
-    fn check_write(&mut self) -> StreamResult<usize> {
-        let buffer = self.lock();
-        if buffer.overflow > 0 {
-            return Err(StreamError::Closed);
-        }
-        // Never 0: a guest told "0 bytes writable" would wait for readiness for ever. A write
-        // past the cap is refused instead.
-        Ok(64 << 10)
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for ResponseStdout {
-    async fn ready(&mut self) {}
-}
-
-impl tokio::io::AsyncWrite for ResponseStdout {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Ready(if self.push(buf) {
-            Ok(buf.len())
-        } else {
-            Err(std::io::ErrorKind::StorageFull.into())
-        })
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
+    /// The guest is stopped at once: its output can no longer be a response, and a guest that
+    /// ignored write errors would only burn its CPU budget.
+    fn refusal(&self) -> StreamError {
+        StreamError::trap("stdout went past the response size limit")
     }
 }

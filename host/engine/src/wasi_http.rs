@@ -14,21 +14,25 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use percore_rt::host_memory::{HostMemoryStore, ResetStats};
 use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::budget::{call_cpu, classify, epoch_check, start_clock};
+use crate::budget::{classify, finish, new_store, start_clock};
 use crate::host::HostState;
-use crate::instance::{CallStats, InputPath, Invocation};
+use crate::instance::{CallStats, InputPath, Invocation, RESET_RESIDENT_BUDGET};
 use crate::response_check::check_parts;
-use crate::{Engine, Error, Fault, Limits, Request, Response, TimeoutKind, wasi};
+use crate::{
+    Engine, Error, Fault, Limits, NotResettable, Request, ResetError, Response, TimeoutKind, wasi,
+};
 
 /// A linked `wasi:http` component, ready to instantiate.
 #[derive(Clone)]
@@ -59,57 +63,159 @@ impl HttpHandler {
         })
     }
 
-    /// Run one request on a fresh instance. The deployment's configuration values are the
+    /// A new instance for one deployment. The deployment's configuration values are the
     /// guest's environment variables.
+    pub fn instantiate(
+        &self,
+        limits: Arc<Limits>,
+        config: Arc<BTreeMap<String, String>>,
+    ) -> Result<HttpInstance, Fault> {
+        let output = wasi::new_output(limits.max_output_bytes);
+        let mut builder = wasi::closed_builder(&output);
+        for (k, v) in config.iter() {
+            builder.env(k, v);
+        }
+        let state = HostState::with_wasi(limits, config, output, builder.build());
+        let store = new_store(self.pre.engine(), state);
+        let runtime = &self.runtime;
+        let (mut memories, proxy) = HostMemoryStore::instantiate(store, |store| {
+            runtime.block_on(self.pre.instantiate_async(store))
+        });
+        match proxy {
+            Ok(proxy) => Ok(HttpInstance {
+                memories,
+                proxy,
+                runtime: self.runtime.clone(),
+                usable: true,
+                snapshot: false,
+                requests: 0,
+            }),
+            Err(e) => Err(classify(memories.store(), e)),
+        }
+    }
+
+    /// Run one request on a fresh instance that is dropped afterwards.
     pub fn handle(
         &self,
         limits: Arc<Limits>,
         config: Arc<BTreeMap<String, String>>,
         request: &Request<'_>,
     ) -> Invocation {
-        let output = wasi::new_output(limits.max_output_bytes);
-        let mut builder = wasi::closed_builder(&output);
-        for (k, v) in config.iter() {
-            builder.env(k, v);
-        }
-        let state = HostState::with_wasi(limits.clone(), config, output, builder.build());
-        let mut store = Store::new(self.pre.engine(), state);
-        store.limiter(|state| &mut state.memory);
-        store.epoch_deadline_callback(epoch_check);
-        start_clock(&mut store);
-        let body_len = request.body.len();
-        let result = self.runtime.block_on(run(&self.pre, &mut store, request, &limits));
-        let state = store.data_mut();
-        let stats = CallStats {
-            input: InputPath::Portable,
-            cpu: call_cpu(&state.clock),
-            wall: state.clock.wall_start.elapsed(),
-            request_copies: 2,
-            request_bytes_copied: 2 * (request.head_len() + body_len),
-        };
-        state.drain_output();
-        Invocation {
-            result,
-            logs: std::mem::take(&mut state.logs),
-            logs_dropped: state.logs_dropped,
-            stats,
+        match self.instantiate(limits, config) {
+            Ok(mut instance) => instance.handle(request),
+            Err(fault) => Invocation {
+                result: Err(fault),
+                logs: Vec::new(),
+                logs_dropped: 0,
+                stats: CallStats {
+                    input: InputPath::Portable,
+                    cpu: Duration::ZERO,
+                    wall: Duration::ZERO,
+                    request_copies: 0,
+                    request_bytes_copied: 0,
+                },
+            },
         }
     }
 }
 
-/// Instantiate, call `handle` and drain the response, all within the wall deadline.
-async fn run(
-    pre: &ProxyPre<HostState>,
+/// One live instance of a `wasi:http` component. It can serve many requests one at a time when
+/// it is reset between them: its memory goes back to the snapshot taken after instantiation,
+/// and only if the request left no resource behind in the host's table (a body, a stream, a
+/// pollable the guest kept), since a reset restores memory and nothing else.
+pub struct HttpInstance {
+    memories: HostMemoryStore<HostState>,
+    proxy: Proxy,
+    runtime: Arc<tokio::runtime::Runtime>,
+    usable: bool,
+    snapshot: bool,
+    requests: u64,
+}
+
+impl std::fmt::Debug for HttpInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpInstance")
+            .field("usable", &self.usable)
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpInstance {
+    /// False once the instance has faulted: it must then be dropped, never reused.
+    pub fn is_usable(&self) -> bool {
+        self.usable
+    }
+
+    /// Requests this instance has run.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Take the snapshot [`HttpInstance::reset`] returns to. Only for components that pass
+    /// [`crate::check_resettable`].
+    pub fn prepare_reset(&mut self) -> Result<(), ResetError> {
+        let memories = self.memories.memory_count();
+        if memories != 1 {
+            return Err(NotResettable::MemoryCount(memories).into());
+        }
+        self.memories.snapshot(0).map_err(ResetError::Snapshot)?;
+        self.snapshot = true;
+        Ok(())
+    }
+
+    /// Bring the instance back to its snapshot after a request. Fails (and the instance must
+    /// be dropped) if it faulted, kept resources, has no snapshot, or its memory grew.
+    pub fn reset(&mut self) -> Result<ResetStats, ResetError> {
+        if !self.usable {
+            return Err(ResetError::Faulted);
+        }
+        if !self.snapshot {
+            return Err(ResetError::NoSnapshot);
+        }
+        if !self.memories.store_ref().data().table.is_empty() {
+            self.usable = false;
+            return Err(ResetError::ResourcesLeft);
+        }
+        let restored = self.memories.restore(RESET_RESIDENT_BUDGET);
+        if restored.is_err() {
+            self.usable = false;
+        }
+        restored.map_err(ResetError::Restore)
+    }
+
+    /// Run one request.
+    pub fn handle(&mut self, request: &Request<'_>) -> Invocation {
+        self.requests += 1;
+        let store = self.memories.store();
+        let state = store.data_mut();
+        state.logs.clear();
+        state.logs_dropped = 0;
+        let result = if self.usable {
+            start_clock(store);
+            let limits = store.data().limits.clone();
+            self.runtime
+                .block_on(call(&self.proxy, store, request, &limits))
+        } else {
+            Err(Fault::Poisoned)
+        };
+        if result.is_err() {
+            self.usable = false;
+        }
+        let bytes = request.head_len() + request.body.len();
+        finish(store, result, InputPath::Portable, 2, bytes)
+    }
+}
+
+/// Call `handle` and drain the response, all within the wall deadline.
+async fn call(
+    proxy: &Proxy,
     store: &mut Store<HostState>,
     request: &Request<'_>,
     limits: &Limits,
 ) -> Result<Response, Fault> {
     let deadline = limits.wall_deadline;
     let started = store.data().clock.wall_start;
-    let proxy = match pre.instantiate_async(&mut *store).await {
-        Ok(proxy) => proxy,
-        Err(e) => return Err(classify(store, e)),
-    };
     let host_fault = |e: wasmtime::Error| Fault::Host {
         message: format!("cannot hand the request to the guest: {e:#}"),
     };
@@ -184,7 +290,10 @@ fn to_http(request: &Request<'_>) -> Result<http::Request<Full<Bytes>>, Fault> {
         }
         // An HTTP/1.0 request may come without `Host`; wasi:http needs an authority.
         if !has_host {
-            headers.insert(http::header::HOST, http::HeaderValue::from_static("localhost"));
+            headers.insert(
+                http::header::HOST,
+                http::HeaderValue::from_static("localhost"),
+            );
         }
     }
     builder

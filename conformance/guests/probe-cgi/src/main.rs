@@ -27,7 +27,7 @@ fn main() {
     let _ = std::io::stdin().lock().read_to_end(&mut body);
     let mut stdout = std::io::stdout().lock();
     let written = match role.as_str() {
-        "cgi" => cgi(&path_with_query(), &mut stdout),
+        "cgi" => cgi(&path_with_query(), body.len(), &mut stdout),
         "cgi-env" => write_response(&mut stdout, &environment(body)),
         _ => {
             let response = probe_roles::respond(&role, request(body))
@@ -128,13 +128,49 @@ fn write_response(out: &mut impl Write, response: &Response) -> std::io::Result<
 }
 
 /// The `cgi` role: output only a CGI script gives, written as it is.
-fn cgi(path_with_query: &str, out: &mut impl Write) -> std::io::Result<()> {
+fn cgi(path_with_query: &str, body_len: usize, out: &mut impl Write) -> std::io::Result<()> {
     let path = path_with_query.split('?').next().unwrap_or("");
     let output: &[u8] = match path.rsplit('/').next().unwrap_or("") {
         "headers" => b"Status: 201 Created\nContent-Type: text/plain\nX-Cgi: yes\n\ncreated by a CGI script\n",
         "crlf" => b"Status: 202 Accepted\r\nContent-Type: text/plain\r\nX-Cgi: crlf\r\n\r\nlines end in CRLF\n",
         "plain" => b"no header block, only this body\n",
         "redirect" => b"Location: /elsewhere\n\n",
+        "malformed" => b"Status: abc\n\nthe status is not a number\n",
+        "unterminated" => b"Status: 200 OK\nContent-Type: text/plain\n",
+        "exit3" => {
+            out.write_all(b"Status: 200 OK\n\nhalf an answer")?;
+            out.flush()?;
+            eprintln!("probe-cgi: giving up with exit status 3");
+            std::process::exit(3);
+        }
+        "stdout-flood" => {
+            // A gigabyte, whatever the host says: a host must cap it, not buffer it.
+            let chunk = vec![b'x'; 64 << 10];
+            out.write_all(b"Status: 200 OK\nContent-Type: text/plain\n\n")?;
+            for _ in 0..(1 << 14) {
+                let _ = out.write_all(&chunk);
+            }
+            return Ok(());
+        }
+        "stderr-flood" => {
+            let chunk = vec![b'e'; 64 << 10];
+            let mut err = std::io::stderr();
+            // 4 MiB: 64 times the host's default cap on captured output.
+            for _ in 0..64 {
+                let _ = err.write_all(&chunk);
+            }
+            b"Status: 200 OK\nContent-Type: text/plain\n\nstderr flooded\n"
+        }
+        "stdin-twice" => {
+            // `main` read stdin to its end; reading past it again gives end of file.
+            let mut more = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut more);
+            return write!(
+                out,
+                "Status: 200 OK\nContent-Type: text/plain\n\n{body_len} then {}\n",
+                more.len()
+            );
+        }
         _ => b"Status: 404 Not Found\nContent-Type: text/plain\n\nunknown cgi behaviour\n",
     };
     out.write_all(output)

@@ -86,10 +86,53 @@ fn send(response: Response, out: ResponseOutparam) {
 impl wasi::exports::http::incoming_handler::Guest for Probe {
     fn handle(incoming: IncomingRequest, out: ResponseOutparam) {
         let role = std::env::var(ROLE_VAR).unwrap_or_default();
+        if role == "wasi-http" {
+            return misbehave(incoming, out);
+        }
         let request = read_request(&incoming);
         drop(incoming);
         let response = probe_roles::respond(&role, request)
             .unwrap_or_else(|| probe_roles::unknown_role(&role));
         send(response, out);
+    }
+}
+
+/// The `wasi-http` role: answers only a wasi:http guest can get wrong.
+fn misbehave(incoming: IncomingRequest, out: ResponseOutparam) {
+    let path = incoming.path_with_query().unwrap_or_default();
+    match path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+    {
+        // Return without ever setting the outparam.
+        "no-response" => drop(out),
+        // Set a response and write its body, but never finish it.
+        "unfinished" => {
+            let outgoing = OutgoingResponse::new(Fields::new());
+            let body = outgoing.body().expect("a body");
+            ResponseOutparam::set(out, Ok(outgoing));
+            if let Ok(mut stream) = body.write() {
+                let _ = stream.write_all(b"half");
+                drop(stream);
+            }
+            std::mem::forget(body);
+        }
+        // Answer with an error code instead of a response.
+        "error-code" => ResponseOutparam::set(
+            out,
+            Err(ErrorCode::InternalError(Some("the probe refuses".into()))),
+        ),
+        _ => send(
+            Response {
+                status: 200,
+                headers: vec![("content-type".into(), b"text/plain".to_vec())],
+                body: b"ok\n".to_vec(),
+            },
+            out,
+        ),
     }
 }

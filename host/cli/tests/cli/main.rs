@@ -76,7 +76,8 @@ fn invoke_refuses_what_is_not_a_component() {
     let out = percore(&["invoke", &guest("not-a-component")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("cannot tell what kind of guest") && stderr(&out).contains("env.memory"),
+        stderr(&out).contains("cannot tell what kind of guest")
+            && stderr(&out).contains("env.memory"),
         "{}",
         stderr(&out)
     );
@@ -138,5 +139,63 @@ fn compile_writes_an_artifact_and_nothing_on_error() {
         std::fs::read_dir(dir.path()).unwrap().count(),
         1,
         "no stray files"
+    );
+}
+
+#[test]
+fn invoke_runs_every_kind_of_guest() {
+    let out = percore(&["invoke", &guest("sum"), "--args", "5", "2"]);
+    assert_eq!(stdout(&out), "7\n", "{}", stderr(&out));
+    let out = percore(&["invoke", &guest("sum"), "--args", "-5", "2"]);
+    assert_eq!(stdout(&out), "-3\n", "{}", stderr(&out));
+    let out = percore(&["invoke", &guest("bare-probe")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("name the function"),
+        "{}",
+        stderr(&out)
+    );
+    let out = percore(&[
+        "invoke",
+        &guest("bare-probe"),
+        "--invoke",
+        "spin",
+        "--cpu-ms",
+        "20",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a loop ends in the typed timeout"
+    );
+    let out = percore(&[
+        "invoke",
+        &guest("upper-cgi"),
+        "-X",
+        "POST",
+        "--body",
+        "quiet",
+        "--body-only",
+    ]);
+    assert_eq!(stdout(&out), "QUIET", "{}", stderr(&out));
+    let out = percore(&[
+        "invoke",
+        &guest("wasi-http-json"),
+        "--path",
+        "/a",
+        "--body-only",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "{\"method\":\"GET\",\"path\":\"/a\",\"body_bytes\":0}\n",
+        "{}",
+        stderr(&out)
+    );
+    let out = percore(&["invoke", &guest("hello"), "--args", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("for bare modules"),
+        "{}",
+        stderr(&out)
     );
 }

@@ -1,43 +1,79 @@
-//! `wasi:http` components: a fresh instance per request; the body the shard already holds is
+//! `wasi:http` components: an instance from the deployment's pool (reset to its snapshot after
+//! each request when the component qualifies, else fresh); the body the shard already holds is
 //! the incoming request's body, the response body is read back up to the deployment's limit.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use percore_engine::{Engine, Guest, HttpHandler, Limits};
+use percore_engine::{Engine, Guest, HttpHandler, HttpInstance, Limits};
 
 use super::{Call, Cx, Mapped, Outcome, fail, settle};
+use crate::ServeConfig;
 use crate::link::Ready;
+use crate::pool::InstancePool;
 
 /// A `wasi:http` deployment on one core.
 #[derive(Debug)]
 pub(crate) struct HttpBackend {
     pub(crate) guest: Mapped<HttpHandler>,
+    pool: InstancePool<HttpInstance>,
     limits: Arc<Limits>,
     config: Arc<BTreeMap<String, String>>,
 }
 
 impl HttpBackend {
-    pub(crate) fn load(engine: &Engine, ready: &Ready) -> Result<Self, percore_engine::Error> {
+    pub(crate) fn load(
+        engine: &Engine,
+        config: &ServeConfig,
+        ready: &Ready,
+    ) -> Result<Self, percore_engine::Error> {
         Ok(Self {
             guest: Mapped::load(engine, &ready.artifact, |g| match g {
                 Guest::Http(h) => Some(h),
                 _ => None,
             })?,
+            pool: InstancePool::new(
+                config.instances,
+                &ready.resettable,
+                ready.spec.max_instances_per_core,
+            ),
             limits: Arc::new(ready.spec.limits.clone()),
             config: Arc::new(ready.spec.config.clone()),
         })
     }
 
+    pub(crate) fn describe(&self) -> String {
+        self.pool.describe()
+    }
+
+    /// Drop the instances and the mapping (LRU).
+    pub(crate) fn unmap(&mut self) {
+        self.guest.unmap();
+        self.pool.clear();
+    }
+
     pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Outcome {
-        // Every request instantiates: each one is a cold start in the records' sense.
         let mut outcome = Outcome::new();
-        outcome.cold = true;
         let handler = match self.guest.get(cx, &mut outcome) {
             Ok(handler) => handler,
             Err(fault) => return fail(&fault, call.deployment, call.id, cx, outcome),
         };
-        let invocation = handler.handle(self.limits.clone(), self.config.clone(), call.request);
+        let taken = self.pool.take(
+            handler,
+            &self.limits,
+            &self.config,
+            call.deployment,
+            cx.counters,
+        );
+        let mut instance = match taken {
+            Ok(taken) => {
+                outcome.cold |= taken.cold;
+                taken.instance
+            }
+            Err(fault) => return fail(&fault, call.deployment, call.id, cx, outcome),
+        };
+        let invocation = instance.handle(call.request);
+        self.pool.give_back(instance, cx.counters);
         settle(invocation, call.deployment, call.id, cx, outcome)
     }
 }

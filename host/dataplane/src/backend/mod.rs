@@ -95,7 +95,7 @@ impl Backend {
         Ok(match ready.kind {
             GuestKind::Edge => Self::Edge(edge::EdgeHandler::load(engine, config, ready)?),
             GuestKind::HttpP2 | GuestKind::HttpP3 => {
-                Self::Http(http::HttpBackend::load(engine, ready)?)
+                Self::Http(http::HttpBackend::load(engine, config, ready)?)
             }
             GuestKind::Cgi => Self::Cgi(cgi::CgiBackend::load(engine, config, ready)?),
             GuestKind::Bare => Self::Bare(bare::BareBackend::load(engine, ready)?),
@@ -106,7 +106,7 @@ impl Backend {
     pub(crate) fn describe(&self) -> String {
         match self {
             Self::Edge(edge) => edge.describe(),
-            Self::Http(_) => "fresh (a new instance per wasi:http request)".into(),
+            Self::Http(http) => http.describe(),
             Self::Cgi(_) => "fresh (a command runs once per request)".into(),
             Self::Bare(_) => "fresh (a new instance per call)".into(),
             Self::Native(_) => "native".into(),
@@ -155,7 +155,7 @@ impl Backend {
     pub(crate) fn unmap(&mut self) {
         match self {
             Self::Edge(edge) => edge.unmap(),
-            Self::Http(b) => b.guest.unmap(),
+            Self::Http(b) => b.unmap(),
             Self::Cgi(b) => b.guest.unmap(),
             Self::Bare(b) => b.guest.unmap(),
             Self::Native(_) => {}
@@ -265,6 +265,26 @@ impl StreamPermits {
 impl Drop for StreamPermit {
     fn drop(&mut self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How a deployment's requests will run, for the log at start.
+pub(crate) fn describe_instances(
+    kind: GuestKind,
+    mode: crate::InstanceMode,
+    resettable: &Result<(), percore_engine::NotResettable>,
+) -> String {
+    match kind {
+        GuestKind::Edge => {
+            crate::pool::InstancePool::<percore_engine::Instance>::new(mode, resettable, 0)
+                .describe()
+        }
+        GuestKind::HttpP2 | GuestKind::HttpP3 => {
+            crate::pool::InstancePool::<percore_engine::HttpInstance>::new(mode, resettable, 0)
+                .describe()
+        }
+        GuestKind::Cgi => "fresh (a command runs once per request)".into(),
+        GuestKind::Bare => "fresh (a new instance per call)".into(),
     }
 }
 

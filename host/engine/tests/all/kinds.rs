@@ -23,7 +23,11 @@ fn each_kind_is_told_from_the_binary() {
         ("sum", GuestKind::Bare),
         ("bare-probe", GuestKind::Bare),
     ] {
-        assert_eq!(percore_engine::kind_of(&bytes(name)).unwrap(), kind, "{name}");
+        assert_eq!(
+            percore_engine::kind_of(&bytes(name)).unwrap(),
+            kind,
+            "{name}"
+        );
         assert_eq!(guest(name).kind(), kind, "{name}");
         // An artifact says its kind too.
         let compiled = engine().compile_guest(&bytes(name)).unwrap();
@@ -31,12 +35,21 @@ fn each_kind_is_told_from_the_binary() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.cwasm");
         std::fs::write(&path, &compiled.artifact).unwrap();
-        assert_eq!(engine().load_guest_artifact(&path).unwrap().kind(), kind, "{name}");
+        assert_eq!(
+            engine().load_guest_artifact(&path).unwrap().kind(),
+            kind,
+            "{name}"
+        );
     }
-    let err = engine().load_file(&guest_path("not-a-component")).unwrap_err();
+    let err = engine()
+        .load_file(&guest_path("not-a-component"))
+        .unwrap_err();
     assert!(matches!(err, Error::UnknownKind(_)), "{err}");
     let text = err.to_string();
-    assert!(text.contains("env.memory") && text.contains("wasi:cli/run"), "{text}");
+    assert!(
+        text.contains("env.memory") && text.contains("wasi:cli/run"),
+        "{text}"
+    );
     let err = engine().load_file(&guest_path("wrong-world")).unwrap_err();
     assert!(matches!(err, Error::UnknownKind(_)), "{err}");
 }
@@ -51,10 +64,11 @@ fn a_wasi_http_component_answers() {
         "{\"method\":\"GET\",\"path\":\"/x\",\"body_bytes\":0}\n"
     );
     let body = vec![7u8; 3 << 20];
-    let invocation = get("/big")
-        .method("POST")
-        .body(body)
-        .run_kind("wasi-http-json", Limits::default(), &[]);
+    let invocation =
+        get("/big")
+            .method("POST")
+            .body(body)
+            .run_kind("wasi-http-json", Limits::default(), &[]);
     let response = invocation.result.unwrap();
     assert!(
         String::from_utf8_lossy(&response.body).contains("\"body_bytes\":3145728"),
@@ -101,27 +115,35 @@ fn wasi_http_faults_are_typed() {
         hostile("/grow", limits.clone()),
         Err(Fault::OutOfMemory { .. })
     ));
-    assert!(matches!(hostile("/panic", limits.clone()), Err(Fault::Trap { .. })));
+    assert!(matches!(
+        hostile("/panic", limits.clone()),
+        Err(Fault::Trap { .. })
+    ));
     let big = hostile("/big?mb=3", limits.clone());
-    assert!(matches!(big, Err(Fault::ResponseTooLarge { .. })), "{big:?}");
+    assert!(
+        matches!(big, Err(Fault::ResponseTooLarge { .. })),
+        "{big:?}"
+    );
     assert_eq!(hostile("/ok", limits).unwrap().status, 200);
 }
 
 #[test]
 fn a_command_runs_cgi_style() {
-    let invocation = get("/")
-        .method("POST")
-        .body("make me loud")
-        .run_kind("upper-cgi", Limits::default(), &[]);
+    let invocation =
+        get("/")
+            .method("POST")
+            .body("make me loud")
+            .run_kind("upper-cgi", Limits::default(), &[]);
     let response = invocation.result.unwrap();
     assert_eq!(response.status, 200);
     assert_eq!(response.body, b"MAKE ME LOUD");
     // Bodies far over 1 MB go through stdin and stdout.
     let body = vec![b'a'; 3 << 20];
-    let invocation = get("/")
-        .method("POST")
-        .body(body)
-        .run_kind("upper-cgi", Limits::default(), &[]);
+    let invocation =
+        get("/")
+            .method("POST")
+            .body(body)
+            .run_kind("upper-cgi", Limits::default(), &[]);
     let response = invocation.result.unwrap();
     assert_eq!(response.body.len(), 3 << 20);
     assert!(response.body.iter().all(|&b| b == b'A'));
@@ -130,7 +152,8 @@ fn a_command_runs_cgi_style() {
 #[test]
 fn cgi_headers_set_the_response_and_the_wasip1_module_is_adapted() {
     for guest_name in ["probe-cgi", "probe-cgi-wasip1"] {
-        let invocation = get("/headers").run_kind(guest_name, Limits::default(), &[("PROBE_ROLE", "cgi")]);
+        let invocation =
+            get("/headers").run_kind(guest_name, Limits::default(), &[("PROBE_ROLE", "cgi")]);
         let response = invocation.result.unwrap();
         assert_eq!(response.status, 201, "{guest_name}");
         assert_eq!(response.header("x-cgi"), Some(&b"yes"[..]), "{guest_name}");
@@ -151,14 +174,23 @@ fn command_faults_are_typed() {
         max_response_body: 1 << 20,
         ..Limits::default()
     };
-    assert!(matches!(hostile("/loop", limits.clone()), Err(Fault::Timeout { .. })));
+    assert!(matches!(
+        hostile("/loop", limits.clone()),
+        Err(Fault::Timeout { .. })
+    ));
     assert!(matches!(
         hostile("/grow", limits.clone()),
         Err(Fault::OutOfMemory { .. })
     ));
-    assert!(matches!(hostile("/panic", limits.clone()), Err(Fault::Trap { .. })));
+    assert!(matches!(
+        hostile("/panic", limits.clone()),
+        Err(Fault::Trap { .. })
+    ));
     let big = hostile("/big?mb=3", limits.clone());
-    assert!(matches!(big, Err(Fault::ResponseTooLarge { .. })), "{big:?}");
+    assert!(
+        matches!(big, Err(Fault::ResponseTooLarge { .. })),
+        "{big:?}"
+    );
     assert_eq!(hostile("/ok", limits).unwrap().status, 200);
 }
 
@@ -181,7 +213,10 @@ fn bare_modules_are_called_with_numbers() {
     let Guest::Bare(probe) = guest("bare-probe") else {
         panic!("bare-probe is bare")
     };
-    assert!(probe.pick(None).is_err(), "several exports: a name is needed");
+    assert!(
+        probe.pick(None).is_err(),
+        "several exports: a name is needed"
+    );
     let answer = probe.call(Default::default(), "answer", &[]).unwrap();
     assert_eq!(answer.result.unwrap().body, b"42\n");
     let now = probe.call(Default::default(), "now", &[]).unwrap();
@@ -199,4 +234,55 @@ fn bare_modules_are_called_with_numbers() {
     assert!(matches!(spin.result, Err(Fault::Timeout { .. })));
     let trap = probe.call(Default::default(), "trap", &[]).unwrap();
     assert!(matches!(trap.result, Err(Fault::Trap { .. })));
+}
+
+#[test]
+fn a_wasi_http_instance_is_reset_between_requests() {
+    let Guest::Http(handler) = guest("probe-http") else {
+        panic!("probe-http is wasi:http")
+    };
+    assert_eq!(
+        percore_engine::check_resettable(&bytes("probe-http")),
+        Ok(()),
+        "a wasip2 Rust component keeps its state in memory"
+    );
+    let config: std::sync::Arc<std::collections::BTreeMap<String, String>> = std::sync::Arc::new(
+        [("PROBE_ROLE".to_owned(), "stateful".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let mut instance = handler
+        .instantiate(Default::default(), config.clone())
+        .unwrap();
+    instance.prepare_reset().unwrap();
+    let request = |path: &'static str| percore_engine::Request {
+        method: "GET",
+        path_with_query: path,
+        headers: &[("host", b"t.example")],
+        body: b"",
+    };
+    for _ in 0..3 {
+        let response = instance.handle(&request("/count")).result.unwrap();
+        assert_eq!(
+            response.body, b"1",
+            "every request starts from the snapshot"
+        );
+        instance.reset().unwrap();
+    }
+    // Kept without a reset, the state shows: the reset is what cleans it.
+    let mut kept = handler.instantiate(Default::default(), config).unwrap();
+    kept.handle(&request("/count")).result.unwrap();
+    let second = kept.handle(&request("/count")).result.unwrap();
+    assert_eq!(second.body, b"2");
+    // A request that faulted poisons the instance: it is never reset.
+    let hostile: std::sync::Arc<std::collections::BTreeMap<String, String>> = std::sync::Arc::new(
+        [("PROBE_ROLE".to_owned(), "hostile".to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let mut instance = handler.instantiate(Default::default(), hostile).unwrap();
+    instance.prepare_reset().unwrap();
+    assert!(instance.handle(&request("/panic")).result.is_err());
+    assert!(instance.reset().is_err());
+    assert!(!instance.is_usable());
 }

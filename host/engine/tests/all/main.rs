@@ -103,7 +103,12 @@ impl Req {
 
     /// Run on a guest of any kind (wasi:http, command, through the data plane's calls) with
     /// `limits` and `config`; commands see the root route.
-    pub fn run_kind(&self, guest_name: &str, limits: Limits, config: &[(&str, &str)]) -> Invocation {
+    pub fn run_kind(
+        &self,
+        guest_name: &str,
+        limits: Limits,
+        config: &[(&str, &str)],
+    ) -> Invocation {
         let headers: Vec<(&str, &[u8])> = self
             .headers
             .iter()
@@ -124,9 +129,12 @@ impl Req {
         let limits = Arc::new(limits);
         match guest(guest_name) {
             percore_engine::Guest::Http(h) => h.handle(limits, config, &request),
-            percore_engine::Guest::Cgi(h) => {
-                h.handle(limits, config, &request, &percore_engine::CgiSite::default())
-            }
+            percore_engine::Guest::Cgi(h) => h.handle(
+                limits,
+                config,
+                &request,
+                &percore_engine::CgiSite::default(),
+            ),
             percore_engine::Guest::Edge(h) => {
                 h.handle_fresh(limits, config, &request, InputPreference::Region)
             }
