@@ -354,18 +354,18 @@ where
     let mut called = None;
     let mut drained = None;
     std::future::poll_fn(|cx| {
-        if called.is_none() {
-            if let Poll::Ready(out) = call.as_mut().poll(cx) {
-                called = Some(out);
-            }
+        if called.is_none()
+            && let Poll::Ready(out) = call.as_mut().poll(cx)
+        {
+            called = Some(out);
         }
-        if drained.is_none() {
-            if let Poll::Ready(out) = drain.as_mut().poll(cx) {
-                let failed = out.is_err();
-                drained = Some(out);
-                if failed {
-                    return Poll::Ready(());
-                }
+        if drained.is_none()
+            && let Poll::Ready(out) = drain.as_mut().poll(cx)
+        {
+            let failed = out.is_err();
+            drained = Some(out);
+            if failed {
+                return Poll::Ready(());
             }
         }
         if called.is_some() {
