@@ -210,14 +210,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::without_ticker(EngineConfig::default()).unwrap();
         let cache = ArtifactCache::new(dir.path(), engine.config());
-        // Bytes that do not compile: found in the cache, they are not compiled.
-        let bytes = b"not a component";
+        // Found in the cache, a guest is not compiled again (only its kind is read).
+        let bytes = br#"(module (func (export "f")))"#;
         let path = cache.path_for(&sha256_hex(bytes));
         write_artifact(&path, b"artifact").unwrap();
         let cached = cache.get_or_compile(&engine, bytes).unwrap();
         assert_eq!(cached.path, path);
         assert_eq!(cached.component_sha256, sha256_hex(bytes));
+        assert_eq!(cached.kind, crate::GuestKind::Bare);
         assert!(!cached.compiled);
+        assert_eq!(std::fs::read(&path).unwrap(), b"artifact");
 
         let refused = b"not a component either";
         assert!(cache.get_or_compile(&engine, refused).is_err());
