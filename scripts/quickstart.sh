@@ -17,3 +17,9 @@ show invoke target/guests/greeter.wasm --path '/?name=operator' --set greeting=H
 show invoke target/guests/hello.wasm --portable --json
 show compile target/guests/hello.wasm -o target/hello.cwasm
 show invoke target/hello.cwasm --body-only
+# The guests users already have (docs/GUESTS.md): a wasi:http component, a WASI command run CGI
+# style, a bare core module. percore tells each kind from the binary.
+show invoke target/guests/wasi-http-json.wasm --path /hello --body-only
+show invoke target/guests/upper-cgi.wasm -X POST --body 'make me loud' --body-only
+echo
+show invoke target/guests/sum.wasm --args 5 2

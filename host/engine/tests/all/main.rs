@@ -53,6 +53,16 @@ pub fn handler(name: &str) -> Handler {
     handler
 }
 
+/// Configuration values as a deployment holds them.
+fn config_map(config: &[(&str, &str)]) -> Arc<BTreeMap<String, String>> {
+    Arc::new(
+        config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
 /// The loaded guest `name` of any kind, compiled once per test run.
 pub fn guest(name: &str) -> percore_engine::Guest {
     static CACHE: OnceLock<Mutex<HashMap<String, percore_engine::Guest>>> = OnceLock::new();
@@ -101,6 +111,21 @@ impl Req {
         self
     }
 
+    /// Call `f` with this request as the engine takes it.
+    fn with_request<R>(&self, f: impl FnOnce(&Request<'_>) -> R) -> R {
+        let headers: Vec<(&str, &[u8])> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        f(&Request {
+            method: self.method,
+            path_with_query: &self.path,
+            headers: &headers,
+            body: &self.body,
+        })
+    }
+
     /// Run on a guest of any kind (wasi:http, command, through the data plane's calls) with
     /// `limits` and `config`; commands see the root route.
     pub fn run_kind(
@@ -109,37 +134,17 @@ impl Req {
         limits: Limits,
         config: &[(&str, &str)],
     ) -> Invocation {
-        let headers: Vec<(&str, &[u8])> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .collect();
-        let request = Request {
-            method: self.method,
-            path_with_query: &self.path,
-            headers: &headers,
-            body: &self.body,
-        };
-        let config: Arc<BTreeMap<String, String>> = Arc::new(
-            config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        );
-        let limits = Arc::new(limits);
-        match guest(guest_name) {
-            percore_engine::Guest::Http(h) => h.handle(limits, config, &request),
-            percore_engine::Guest::Cgi(h) => h.handle(
-                limits,
-                config,
-                &request,
-                &percore_engine::CgiSite::default(),
-            ),
+        let (limits, config) = (Arc::new(limits), config_map(config));
+        self.with_request(|request| match guest(guest_name) {
+            percore_engine::Guest::Http(h) => h.handle(limits, config, request),
+            percore_engine::Guest::Cgi(h) => {
+                h.handle(limits, config, request, &percore_engine::CgiSite::default())
+            }
             percore_engine::Guest::Edge(h) => {
-                h.handle_fresh(limits, config, &request, InputPreference::Region)
+                h.handle_fresh(limits, config, request, InputPreference::Region)
             }
             percore_engine::Guest::Bare(_) => panic!("bare modules are called, not requested"),
-        }
+        })
     }
 
     /// Run on a fresh instance of `guest` with `limits` and `config`.
@@ -150,23 +155,9 @@ impl Req {
         limits: Limits,
         config: &[(&str, &str)],
     ) -> Invocation {
-        let headers: Vec<(&str, &[u8])> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .collect();
-        let request = Request {
-            method: self.method,
-            path_with_query: &self.path,
-            headers: &headers,
-            body: &self.body,
-        };
-        let config: BTreeMap<String, String> = config
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let invocation =
-            handler(guest).handle_fresh(Arc::new(limits), Arc::new(config), &request, input);
+        let (limits, config) = (Arc::new(limits), config_map(config));
+        let invocation = self
+            .with_request(|request| handler(guest).handle_fresh(limits, config, request, input));
         if invocation.result.is_ok() {
             let expected = match input {
                 InputPreference::Region => InputPath::Region,
