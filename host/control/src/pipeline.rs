@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use percore_dataplane::{
-    Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, Ready, RouteSpec,
+    Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, InstanceMode, Ready, RouteSpec,
 };
 use percore_engine::{
     ArtifactCache, Cached, Engine, EngineConfig, GuestKind, Limits, NotResettable,
@@ -550,9 +550,10 @@ impl Plane {
             "routes": ready.spec.routes.iter().map(|r| json!({"host": r.host, "path": r.path_prefix})).collect::<Vec<_>>(),
             "config": ready.spec.config,
             "kind": ready.kind.as_str(),
-            "instances": instances(
+            "instances": percore_dataplane::describe_instances(
                 ready.kind,
-                ready.resettable.as_ref().err().map(ToString::to_string).as_deref(),
+                InstanceMode::default(),
+                &ready.resettable,
             ),
         })
     }
@@ -600,12 +601,11 @@ fn compiler<'a>(
     Ok(engine.as_ref().expect("just created"))
 }
 
-/// How a deployment's requests run, as `percore ls` shows it.
+/// How a deployment's requests run (in the default instance mode), as `percore ls` shows it.
 fn instances(kind: GuestKind, not_resettable: Option<&str>) -> String {
-    match (kind, not_resettable) {
-        (GuestKind::Edge | GuestKind::HttpP2, None) => "reset".to_owned(),
-        (GuestKind::Edge | GuestKind::HttpP2, Some(why)) => format!("fresh ({why})"),
-        (GuestKind::Cgi, _) => "fresh (a command runs once per request)".to_owned(),
-        (_, _) => "fresh (a new instance per request)".to_owned(),
-    }
+    let resettable = match not_resettable {
+        None => Ok(()),
+        Some(why) => Err(NotResettable::Recorded(why.to_owned())),
+    };
+    percore_dataplane::describe_instances(kind, InstanceMode::default(), &resettable)
 }

@@ -23,6 +23,7 @@ mod respond;
 mod router;
 mod shard;
 
+pub use backend::describe_instances;
 pub use counters::{Counters, LATENCY_BUCKETS_US};
 pub use link::{
     ApplyError, COMMAND_QUEUE, Command, CoreLink, InvocationRecord, RECORD_QUEUE, Ready, Report,

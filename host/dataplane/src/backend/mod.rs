@@ -268,8 +268,9 @@ impl Drop for StreamPermit {
     }
 }
 
-/// How a deployment's requests will run, for the log at start.
-pub(crate) fn describe_instances(
+/// How a deployment's requests run in instance mode `mode`: `reset`, `keep`, `fresh (why)`
+/// (for the log at start, and the control plane's listing).
+pub fn describe_instances(
     kind: GuestKind,
     mode: crate::InstanceMode,
     resettable: &Result<(), percore_engine::NotResettable>,
