@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Tools the end-to-end tests use, from Debian's packages: curl (requests), wrk (load during a
-# hot swap) and PostgreSQL (the invocation log's server). Installs only what is missing.
+# hot swap), PostgreSQL (the invocation log's server), docker-registry (a real OCI registry on
+# loopback) and htpasswd from apache2-utils (its users). Installs only what is missing.
 set -euo pipefail
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v wrk >/dev/null || need+=(wrk)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "system tools the end-to-end tests use (curl, kill, wrk, PostgreSQL)"
+step "system tools the end-to-end tests use (curl, kill, wrk, PostgreSQL, docker-registry)"
 missing=()
 [ -x /bin/kill ] || [ -x /usr/bin/kill ] || missing+=(procps)  # the binary, not the shell builtin
 if [ ${#missing[@]} -gt 0 ]; then
@@ -16,7 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash scripts/install-test-tools.sh
-echo "curl, kill, wrk and PostgreSQL present"
+echo "curl, kill, wrk, PostgreSQL, docker-registry and htpasswd present"
 
 step "guest toolchain"
 bash scripts/setup-guest-toolchain.sh

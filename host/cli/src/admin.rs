@@ -28,8 +28,9 @@ pub struct Target {
 /// Arguments of `percore deploy`.
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
-    /// The component (.wasm) to upload and deploy.
-    component: PathBuf,
+    /// The component: a file (.wasm) to upload, or `oci://REGISTRY/REPOSITORY[:TAG]` for the
+    /// host to pull (the digest it resolves to is kept with the deployment).
+    component: String,
     /// Deployment name (default: the file name without extension).
     #[arg(long)]
     name: Option<String>,
@@ -172,7 +173,7 @@ fn with_auth<B>(
 
 /// Show elapsed time on stderr while `work` runs (when stderr is a terminal, or always with a
 /// line at the end when it is not).
-fn with_progress<T>(label: &str, work: impl FnOnce() -> T) -> T {
+pub(crate) fn with_progress<T>(label: &str, work: impl FnOnce() -> T) -> T {
     let done = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
@@ -216,24 +217,27 @@ fn parse_route(route: &str) -> anyhow::Result<Value> {
 
 pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.target);
+    let oci = percore_oci::is_oci(&args.component);
     let name = match &args.name {
         Some(n) => n.clone(),
-        None => args
-            .component
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_lowercase().replace('.', "-"))
-            .context("give --name")?,
+        None => default_name(&args.component)?,
     };
-    let bytes = std::fs::read(&args.component)
-        .with_context(|| format!("cannot read {}", args.component.display()))?;
-    let size = bytes.len();
-    let uploaded = with_progress(&format!("uploading {} KiB", size / 1024), || {
-        client.ok("POST", "/v1/components", Some(&bytes), "application/wasm")
-    })?;
-    let hash = uploaded["sha256"]
-        .as_str()
-        .context("the API gave no sha256")?
-        .to_owned();
+    let component = if oci {
+        percore_oci::reference(&args.component)?;
+        json!({ "oci": args.component })
+    } else {
+        let path = PathBuf::from(&args.component);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let size = bytes.len();
+        let uploaded = with_progress(&format!("uploading {} KiB", size / 1024), || {
+            client.ok("POST", "/v1/components", Some(&bytes), "application/wasm")
+        })?;
+        let hash = uploaded["sha256"]
+            .as_str()
+            .context("the API gave no sha256")?;
+        json!({ "sha256": hash })
+    };
     let routes = args
         .routes
         .iter()
@@ -261,7 +265,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut body = json!({
-        "component": { "sha256": hash },
+        "component": component,
         "routes": routes,
         "config": config,
         "limits": limits,
@@ -271,7 +275,12 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     let body = serde_json::to_vec(&body)?;
     let started = Instant::now();
-    let (status, value) = with_progress("validating, compiling and deploying", || {
+    let label = if oci {
+        "pulling, validating, compiling and deploying"
+    } else {
+        "validating, compiling and deploying"
+    };
+    let (status, value) = with_progress(label, || {
         client.call(
             "PUT",
             &format!("/v1/deployments/{name}"),
@@ -297,8 +306,31 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
             started.elapsed().as_secs_f64(),
             routes_text(&value["routes"]),
         );
+        if let Some(pinned) = value["oci"]["pinned"].as_str() {
+            println!("from {pinned}");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A deployment's name when none is given: the file's name without extension, or the last part
+/// of a reference's repository.
+pub(crate) fn default_name(component: &str) -> anyhow::Result<String> {
+    let stem = if percore_oci::is_oci(component) {
+        let reference = percore_oci::reference(component)?;
+        let repository = reference.repository();
+        repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(repository)
+            .to_owned()
+    } else {
+        std::path::Path::new(component)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .context("give --name")?
+    };
+    Ok(stem.to_lowercase().replace('.', "-"))
 }
 
 fn short(hash: &str) -> String {

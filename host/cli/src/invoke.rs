@@ -20,8 +20,9 @@ pub const GUEST_FAULT_EXIT: u8 = 3;
 /// Arguments of `percore invoke`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The component (.wasm), a compiled artifact (from `percore compile`), or component text.
-    component: PathBuf,
+    /// The component (.wasm), a compiled artifact (from `percore compile`), component text, or
+    /// `oci://REGISTRY/REPOSITORY[:TAG][@DIGEST]`.
+    component: String,
     /// Request method.
     #[arg(short = 'X', long, default_value = "GET")]
     method: String,
@@ -54,6 +55,8 @@ pub struct Args {
     invoke: Option<String>,
     #[command(flatten)]
     guest: GuestArgs,
+    #[command(flatten)]
+    registry: crate::oci::RegistryArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -80,10 +83,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let limits = Arc::new(args.guest.limits());
     let config = Arc::new(args.guest.config()?);
 
+    let file = crate::oci::local_component(&args.component, &args.registry)?;
     let engine = Engine::new(EngineConfig::default())?;
     let guest = engine
-        .load_file(&args.component)
-        .with_context(|| format!("cannot load {}", args.component.display()))?;
+        .load_file(&file)
+        .with_context(|| format!("cannot load {}", args.component))?;
     let request = Request {
         method: &args.method,
         path_with_query: &args.path,
@@ -95,15 +99,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         InputPreference::Region
     };
-    let name = args
-        .component
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = crate::admin::default_name(&args.component).unwrap_or_default();
     if !matches!(guest, Guest::Bare(_)) && (!args.args.is_empty() || args.invoke.is_some()) {
         bail!(
             "--args and --invoke are for bare modules; {} is a {} guest",
-            args.component.display(),
+            args.component,
             guest.kind()
         );
     }

@@ -1,4 +1,4 @@
-//! `percore`: serve, run, compile and measure edge:handler components.
+//! `percore`: serve, run, compile, measure and ship WebAssembly guests.
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -7,6 +7,7 @@ mod compile;
 mod invoke;
 mod limits;
 mod logging;
+mod oci;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,10 @@ enum Command {
     Rm(admin::RmArgs),
     /// Show what a running host has served: requests, errors, time, bytes, cold starts.
     Stats(admin::StatsArgs),
+    /// Push a component to an OCI registry (the CNCF Wasm artifact layout).
+    Push(oci::PushArgs),
+    /// Pull a component from an OCI registry into a file.
+    Pull(oci::PullArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +60,8 @@ fn main() -> std::process::ExitCode {
         Command::Ls(args) => admin::ls(args),
         Command::Rm(args) => admin::rm(args),
         Command::Stats(args) => admin::stats(args),
+        Command::Push(args) => oci::push(args),
+        Command::Pull(args) => oci::pull(args),
     };
     match result {
         Ok(code) => code,

@@ -17,7 +17,7 @@ use crate::limits::GuestArgs;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Components to serve: `PATH` (one component, served at `/`) or `NAME=PATH` (served under
-    /// `/NAME`). Not with `--config`.
+    /// `/NAME`); a path can be an `oci://` reference. Not with `--config`.
     #[arg(conflicts_with = "config_file")]
     components: Vec<String>,
     /// A configuration file (TOML): listen address, cores, limits, deployments and routes.
@@ -76,6 +76,8 @@ pub struct Args {
     misbehave: Option<Misbehave>,
     #[command(flatten)]
     guest: GuestArgs,
+    #[command(flatten)]
+    registry: crate::oci::RegistryArgs,
 }
 
 /// `--misbehave` values (see `percore_dataplane::Misbehaviour`).
@@ -137,7 +139,8 @@ struct HttpConfig {
 #[serde(deny_unknown_fields)]
 struct FileDeployment {
     name: String,
-    component: PathBuf,
+    /// A file (relative to the configuration file) or an `oci://` reference.
+    component: String,
     #[serde(default)]
     routes: Vec<FileRoute>,
     memory_mb: Option<usize>,
@@ -217,8 +220,14 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
                     })
                     .collect::<anyhow::Result<_>>()?
             };
+            let component = if percore_oci::is_oci(&d.component) {
+                crate::oci::local_component(&d.component, &args.registry)
+                    .with_context(|| format!("deployment `{}`", d.name))?
+            } else {
+                base.join(&d.component)
+            };
             Ok(DeploymentSpec {
-                component: base.join(&d.component),
+                component,
                 routes,
                 limits: Limits {
                     memory_bytes: d.memory_mb.map_or(defaults.memory_bytes, |m| m << 20),
@@ -364,6 +373,7 @@ fn control_config(
         engine,
         default_limits: args.guest.limits(),
         max_upload: args.admin_max_upload_mb << 20,
+        insecure_registries: args.registry.insecure.clone(),
         fixed: server.initial_deployments().to_vec(),
         stop,
     })
@@ -377,23 +387,26 @@ fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
         .components
         .iter()
         .map(|item| {
-            let (name, path) = match item.split_once('=') {
-                Some((name, path)) => (name.to_owned(), PathBuf::from(path)),
+            let (name, source) = match item.split_once('=') {
+                Some((name, source)) => (name.to_owned(), source),
+                None if percore_oci::is_oci(item) => {
+                    (crate::admin::default_name(item)?, item.as_str())
+                }
                 None => {
-                    let path = PathBuf::from(item);
-                    let name = path
+                    let name = Path::new(item)
                         .file_stem()
                         .map(|s| s.to_string_lossy().into_owned())
                         .unwrap_or_else(|| item.clone());
-                    (name, path)
+                    (name, item.as_str())
                 }
             };
+            let path = crate::oci::local_component(source, &args.registry)?;
             let prefix = if single {
                 "/".to_owned()
             } else {
                 format!("/{name}")
             };
-            DeploymentSpec {
+            Ok(DeploymentSpec {
                 name,
                 component: path,
                 routes: vec![RouteSpec {
@@ -404,9 +417,9 @@ fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
                 config: config_values.clone(),
                 max_instances_per_core: percore_dataplane::DEFAULT_MAX_INSTANCES_PER_CORE,
                 kind: None,
-            }
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut config = ServeConfig::new(args.listen.unwrap_or(DEFAULT_LISTEN.parse()?), deployments);
     config.cores = pick_cores(args.cores)?;
     config.instances = args.instance_mode().unwrap_or_default();

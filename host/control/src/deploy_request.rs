@@ -17,6 +17,9 @@ pub struct ComponentRef {
     pub path: Option<PathBuf>,
     /// A component uploaded with `POST /v1/components`.
     pub sha256: Option<String>,
+    /// An OCI artifact (`[oci://]REGISTRY/REPOSITORY[:TAG][@DIGEST]`), pulled by the host; the
+    /// digest it resolved to is kept with the deployment.
+    pub oci: Option<String>,
 }
 
 /// Body of `PUT /v1/deployments/{name}`.

@@ -146,8 +146,11 @@ pub struct ControlConfig {
     pub engine: EngineConfig,
     /// Limits a deployment gets unless it sets its own.
     pub default_limits: Limits,
-    /// Largest upload (component) the admin API accepts.
+    /// Largest upload (component) the admin API accepts, and largest component pulled.
     pub max_upload: usize,
+    /// Registries reached over plain HTTP besides loopback ones (with those of
+    /// `PERCORE_INSECURE_REGISTRIES`).
+    pub insecure_registries: Vec<String>,
     /// Deployments from the configuration file or the command line (not persisted, not
     /// changeable through the API).
     pub fixed: Vec<Ready>,

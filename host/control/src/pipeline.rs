@@ -20,7 +20,7 @@ use crate::deploy_request::{
     DeployRequest, check_collisions, read_component, route_key, show_route, valid_name,
 };
 use crate::meter::{Applied, Metrics, lock};
-use crate::store::{DeploymentDoc, RouteDoc, Store, Stored};
+use crate::store::{DeploymentDoc, OciSource, RouteDoc, Store, Stored};
 use crate::{ControlConfig, Error, error_chain};
 
 /// How long a change may take to reach every core.
@@ -46,6 +46,8 @@ pub struct Plane {
     engine: Option<Engine>,
     defaults: Limits,
     pub max_upload: usize,
+    /// How components are pulled from registries.
+    registry: percore_oci::Settings,
     content: Option<Content>,
     /// Compiled components: `artifacts/` of the state directory, else the user's cache.
     artifacts: ArtifactCache,
@@ -108,6 +110,11 @@ impl Plane {
             engine: None,
             defaults: config.default_limits.clone(),
             max_upload: config.max_upload,
+            registry: percore_oci::Settings {
+                insecure: config.insecure_registries.clone(),
+                max_bytes: config.max_upload as u64,
+                ..percore_oci::Settings::default()
+            },
             content,
             artifacts,
             store,
@@ -391,6 +398,7 @@ impl Plane {
             config: request.config,
             limits: request.limits,
             kind: None,
+            oci: None,
         };
         let (limits, _) = self.limits(&doc);
         if limits.memory_bytes == 0 || limits.cpu_budget.is_zero() || limits.wall_deadline.is_zero()
@@ -399,9 +407,10 @@ impl Plane {
         }
 
         // The component's bytes.
-        let bytes = match (&request.component.path, &request.component.sha256) {
-            (Some(path), None) => read_component(path, self.max_upload)?,
-            (None, Some(hash)) => {
+        let component = &request.component;
+        let bytes = match (&component.path, &component.sha256, &component.oci) {
+            (Some(path), None, None) => read_component(path, self.max_upload)?,
+            (None, Some(hash), None) => {
                 if !is_sha256(hash) {
                     return Err(fail(
                         400,
@@ -419,10 +428,22 @@ impl Plane {
                     )
                 })?
             }
+            (None, None, Some(reference)) => {
+                let started = Instant::now();
+                let pulled = percore_oci::pull(reference, &self.registry)
+                    .map_err(|e| fail(e.status(), e.to_string()))?;
+                tracing::info!(deployment = %name, reference = %reference, digest = %pulled.digest, layout = %pulled.layout, bytes = pulled.bytes.len(), ms = started.elapsed().as_millis() as u64, "pulled");
+                doc.oci = Some(OciSource {
+                    reference: reference.clone(),
+                    digest: pulled.digest,
+                    pinned: pulled.pinned,
+                });
+                pulled.bytes
+            }
             _ => {
                 return Err(fail(
                     400,
-                    "give the component as {\"path\": ...} or {\"sha256\": ...}",
+                    "give the component as one of {\"path\": ...}, {\"sha256\": ...} or {\"oci\": \"REGISTRY/REPOSITORY:TAG\"}",
                 ));
             }
         };
@@ -532,6 +553,7 @@ impl Plane {
             "config": row.doc.config,
             "limits": row.doc.limits,
             "kind": row.doc.kind.as_deref().unwrap_or("edge"),
+            "oci": row.doc.oci,
             "instances": instances(
                 row.doc.kind.as_deref().and_then(|k| k.parse().ok()).unwrap_or(GuestKind::Edge),
                 row.not_resettable.as_deref(),

@@ -56,6 +56,21 @@ pub struct DeploymentDoc {
     /// rows written before kinds existed, which are all `edge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Where the component came from when it was pulled from a registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciSource>,
+}
+
+/// The registry artifact a deployment's component was pulled from. The component itself is kept
+/// in the state directory, so a restart serves these bytes and pulls nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciSource {
+    /// The reference as the deploy gave it.
+    pub reference: String,
+    /// The manifest digest it resolved to.
+    pub digest: String,
+    /// The reference pinned to that digest.
+    pub pinned: String,
 }
 
 /// One deployment row.
@@ -227,6 +242,7 @@ impl Store {
                             config: Default::default(),
                             limits: Default::default(),
                             kind: None,
+                            oci: None,
                         },
                         version: row.get(6)?,
                         created: row.get(7)?,
@@ -382,6 +398,7 @@ mod tests {
             config: Default::default(),
             limits: LimitsDoc::default(),
             kind: None,
+            oci: None,
         }
     }
 

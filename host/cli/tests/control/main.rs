@@ -21,6 +21,7 @@ mod deploy;
 mod invocation_log;
 mod kinds;
 mod metrics;
+mod oci;
 mod restart;
 mod startup;
 
@@ -39,6 +40,11 @@ pub(crate) fn percore() -> Command {
 impl Host {
     /// Start with `--state DIR`, the admin API on a free port, and `extra` arguments.
     pub(crate) fn start(state: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(state, extra, &[])
+    }
+
+    /// [`Host::start`] with environment variables set for the host.
+    pub(crate) fn start_with_env(state: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Self {
         let stderr = state.with_extension(format!("{}.log", std::process::id()));
         let log = std::fs::File::create(&stderr).unwrap();
         let mut child = percore()
@@ -54,6 +60,7 @@ impl Host {
             .arg("--state")
             .arg(state)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
