@@ -42,6 +42,9 @@ PERCORE_TEST_POSTGRES=$(bash scripts/pg-test-server.sh start)
 export PERCORE_TEST_POSTGRES PERCORE_REQUIRE_POSTGRES=1
 cargo test --workspace "${features[@]}"
 
+step "Kubernetes manifests and the CRD, offline against the Kubernetes OpenAPI schemas"
+bash scripts/validate-manifests.sh
+
 step "build percore and the conformance runner"
 cargo build --workspace "${features[@]}"
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod argo_plugin;
 mod bench;
 mod compile;
 mod invoke;
@@ -46,6 +47,8 @@ enum Command {
     Push(oci::PushArgs),
     /// Pull a component from an OCI registry into a file.
     Pull(oci::PullArgs),
+    /// Be Argo Workflows' executor plugin: a sidecar passing template.execute to a host.
+    ArgoPlugin(argo_plugin::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Stats(args) => admin::stats(args),
         Command::Push(args) => oci::push(args),
         Command::Pull(args) => oci::pull(args),
+        Command::ArgoPlugin(args) => argo_plugin::run(args),
     };
     match result {
         Ok(code) => code,

@@ -374,6 +374,7 @@ fn control_config(
         default_limits: args.guest.limits(),
         max_upload: args.admin_max_upload_mb << 20,
         insecure_registries: args.registry.insecure.clone(),
+        data_plane: Some(server.local_addr()),
         fixed: server.initial_deployments().to_vec(),
         stop,
     })

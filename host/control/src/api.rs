@@ -11,6 +11,8 @@
 //! | `DELETE /v1/deployments/{name}` | remove                                                 |
 //! | `GET /v1/stats[/{name}]`        | metering figures                                       |
 //! | `POST /v1/drain`                | stop accepting, finish in-flight requests, exit        |
+//! | `POST /invoke/{name}[/path]`    | run one request through a deployment, synchronously   |
+//! | `POST /api/v1/template.execute` | Argo Workflows' executor-plugin method                 |
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::http::{AdminRequest, AdminResponse, read_request, respond};
+use crate::invoke::{self, Gateway};
 use crate::meter::{DeploymentMetrics, lock};
 use crate::pipeline::Plane;
 
@@ -28,6 +31,7 @@ use crate::pipeline::Plane;
 pub fn spawn(
     listener: TcpListener,
     mut plane: Plane,
+    gateway: Gateway,
     token: Option<String>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -43,7 +47,19 @@ pub fn spawn(
                     Ok((mut stream, _)) => {
                         let _ = stream.set_nonblocking(false);
                         let response = match read_request(&mut stream, plane.max_upload) {
-                            Ok(request) => handle(&mut plane, token.as_deref(), &stop, &request),
+                            Ok(request) => {
+                                let call = authorized(token.as_deref(), &request)
+                                    .then(|| invoke::route(&request, |n| plane.invoke_target(n)))
+                                    .flatten();
+                                match call {
+                                    Some(Ok(call)) => {
+                                        gateway.start(stream, request, call);
+                                        continue;
+                                    }
+                                    Some(Err(response)) => response,
+                                    None => handle(&mut plane, token.as_deref(), &stop, &request),
+                                }
+                            }
                             Err(response) => response,
                         };
                         respond(&mut stream, &response);
@@ -120,7 +136,8 @@ fn handle(
             let text = crate::prom::render(&lock(&plane.metrics), count);
             return AdminResponse {
                 status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                content_type: "text/plain; version=0.0.4; charset=utf-8".into(),
+                headers: Vec::new(),
                 body: text.into_bytes(),
             };
         }

@@ -12,6 +12,8 @@ pub struct AdminRequest {
     pub method: String,
     /// Path without the query.
     pub path: String,
+    /// The query, without `?` (empty when there is none).
+    pub query: String,
     /// Header fields, names lowercased.
     pub headers: Vec<(String, String)>,
     /// Body.
@@ -34,7 +36,9 @@ pub struct AdminResponse {
     /// Status.
     pub status: u16,
     /// Content type.
-    pub content_type: &'static str,
+    pub content_type: String,
+    /// Other header fields.
+    pub headers: Vec<(&'static str, String)>,
     /// Body.
     pub body: Vec<u8>,
 }
@@ -46,7 +50,8 @@ impl AdminResponse {
         body.push(b'\n');
         Self {
             status,
-            content_type: "application/json",
+            content_type: "application/json".into(),
+            headers: Vec::new(),
             body,
         }
     }
@@ -66,6 +71,7 @@ fn reason(status: u16) -> &'static str {
         202 => "Accepted",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
@@ -73,20 +79,26 @@ fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "",
     }
 }
 
 /// Write a response and close.
 pub fn respond(stream: &mut TcpStream, response: &AdminResponse) {
-    let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
         response.status,
         reason(response.status),
         response.content_type,
         response.body.len()
     );
+    for (name, value) in &response.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     let _ = stream
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(&response.body))
@@ -117,10 +129,11 @@ pub fn read_request(
         match parsed.parse(&buf) {
             Ok(httparse::Status::Complete(len)) => {
                 let target = parsed.path.unwrap_or("/");
-                let path = target.split('?').next().unwrap_or(target).to_owned();
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
                 let request = AdminRequest {
                     method: parsed.method.unwrap_or("").to_owned(),
-                    path,
+                    path: path.to_owned(),
+                    query: query.to_owned(),
                     headers: parsed
                         .headers
                         .iter()

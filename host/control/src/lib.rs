@@ -15,7 +15,8 @@
 mod api;
 mod content;
 mod deploy_request;
-mod http;
+pub mod http;
+mod invoke;
 pub mod meter;
 mod pipeline;
 #[cfg(feature = "postgres")]
@@ -151,6 +152,8 @@ pub struct ControlConfig {
     /// Registries reached over plain HTTP besides loopback ones (with those of
     /// `PERCORE_INSECURE_REGISTRIES`).
     pub insecure_registries: Vec<String>,
+    /// The data plane's address, for `/invoke` calls made through the admin API.
+    pub data_plane: Option<SocketAddr>,
     /// Deployments from the configuration file or the command line (not persisted, not
     /// changeable through the API).
     pub fixed: Vec<Ready>,
@@ -234,8 +237,15 @@ impl Control {
                     context: "cannot read the listener's address".into(),
                     source,
                 })?;
-                let handle = api::spawn(listener, plane, config.token.clone(), config.stop.clone())
-                    .map_err(|e| Error::Internal(format!("cannot start the admin thread: {e}")))?;
+                let gateway = invoke::Gateway::new(config.data_plane);
+                let handle = api::spawn(
+                    listener,
+                    plane,
+                    gateway,
+                    config.token.clone(),
+                    config.stop.clone(),
+                )
+                .map_err(|e| Error::Internal(format!("cannot start the admin thread: {e}")))?;
                 (Some(handle), Some(local))
             }
             None => (None, None),

@@ -603,6 +603,27 @@ impl Plane {
         self.fixed.len() + self.dynamic.len()
     }
 
+    /// Where `/invoke/{name}` sends its calls: the deployment's first route.
+    pub fn invoke_target(&self, name: &str) -> Option<crate::invoke::Target> {
+        if let Some(row) = self.dynamic.get(name) {
+            let route = row.doc.routes.first()?;
+            return Some(crate::invoke::Target {
+                deployment: name.to_owned(),
+                host: route.host.clone(),
+                prefix: route.path.clone(),
+                deadline: self.limits(&row.doc).0.wall_deadline,
+            });
+        }
+        let ready = self.fixed.iter().find(|f| f.spec.name == name)?;
+        let route = ready.spec.routes.first()?;
+        Some(crate::invoke::Target {
+            deployment: name.to_owned(),
+            host: route.host.clone(),
+            prefix: route.path_prefix.clone(),
+            deadline: ready.spec.limits.wall_deadline,
+        })
+    }
+
     /// Whether a deployment exists.
     pub fn exists(&self, name: &str) -> bool {
         self.dynamic.contains_key(name) || self.fixed.iter().any(|f| f.spec.name == name)

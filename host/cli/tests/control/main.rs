@@ -19,6 +19,7 @@ mod admin_errors;
 mod data_plane;
 mod deploy;
 mod invocation_log;
+mod invoke;
 mod kinds;
 mod metrics;
 mod oci;
