@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tools the end-to-end tests use, from Debian's packages: curl (requests), wrk (load during a
 # hot swap), PostgreSQL (the invocation log's server), docker-registry (a real OCI registry on
-# loopback) and htpasswd from apache2-utils (its users). Installs only what is missing.
+# loopback), htpasswd from apache2-utils (its users), haproxy and iproute2 (the fleet test's
+# balancer and network namespaces). Installs only what is missing.
 set -euo pipefail
 need=()
 command -v curl >/dev/null || need+=(curl)
@@ -9,6 +10,8 @@ command -v wrk >/dev/null || need+=(wrk)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need+=(iproute2)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

@@ -53,6 +53,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A command whose output goes to `head` ends quietly when the pipe closes, as Unix tools
+    // do. Never the servers: a client that goes away must not stop them.
+    if !matches!(cli.command, Command::Serve(_) | Command::ArgoPlugin(_)) {
+        sigpipe::reset();
+    }
     logging::init(cli.log_format);
     let result = match cli.command {
         Command::Invoke(args) => invoke::run(args),
