@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use percore_dataplane::{
-    Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, InstanceMode, Ready, RouteSpec,
+    Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, Ready, RouteSpec,
 };
 use percore_engine::{
     ArtifactCache, Cached, Engine, EngineConfig, GuestKind, Limits, NotResettable,
@@ -15,13 +15,14 @@ use percore_engine::{
 use percore_rt::notify::Notifier;
 use serde_json::{Value, json};
 
-use crate::content::{Content, is_sha256};
-use crate::deploy_request::{
-    DeployRequest, check_collisions, read_component, route_key, show_route, valid_name,
-};
+use crate::content::Content;
+use crate::deploy_request::{DeployRequest, check_collisions, route_key, show_route, valid_name};
 use crate::meter::{Applied, Metrics, lock};
-use crate::store::{DeploymentDoc, OciSource, RouteDoc, Store, Stored};
+use crate::store::{DeploymentDoc, RouteDoc, Store, Stored};
 use crate::{ControlConfig, Error, error_chain};
+
+mod source;
+mod view;
 
 /// How long a change may take to reach every core.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -407,46 +408,7 @@ impl Plane {
         }
 
         // The component's bytes.
-        let component = &request.component;
-        let bytes = match (&component.path, &component.sha256, &component.oci) {
-            (Some(path), None, None) => read_component(path, self.max_upload)?,
-            (None, Some(hash), None) => {
-                if !is_sha256(hash) {
-                    return Err(fail(
-                        400,
-                        format!("{hash:?} is not a SHA-256 in lowercase hex"),
-                    ));
-                }
-                let content = self
-                    .content
-                    .as_ref()
-                    .ok_or_else(|| fail(409, "no state directory"))?;
-                content.component(hash).map_err(|_| {
-                    fail(
-                        404,
-                        format!("no uploaded component {hash}: upload it with POST /v1/components"),
-                    )
-                })?
-            }
-            (None, None, Some(reference)) => {
-                let started = Instant::now();
-                let pulled = percore_oci::pull(reference, &self.registry)
-                    .map_err(|e| fail(e.status(), e.to_string()))?;
-                tracing::info!(deployment = %name, reference = %reference, digest = %pulled.digest, layout = %pulled.layout, bytes = pulled.bytes.len(), ms = started.elapsed().as_millis() as u64, "pulled");
-                doc.oci = Some(OciSource {
-                    reference: reference.clone(),
-                    digest: pulled.digest,
-                    pinned: pulled.pinned,
-                });
-                pulled.bytes
-            }
-            _ => {
-                return Err(fail(
-                    400,
-                    "give the component as one of {\"path\": ...}, {\"sha256\": ...} or {\"oci\": \"REGISTRY/REPOSITORY:TAG\"}",
-                ));
-            }
-        };
+        let bytes = self.component_bytes(name, &request.component, &mut doc)?;
         // Store, then validate and compile (once per component and engine). Without a state
         // directory nothing is stored and the artifact goes to the user's artifact cache.
         if let Some(content) = &self.content {
@@ -542,92 +504,6 @@ impl Plane {
         tracing::info!(deployment = %name, "removed");
         Ok(json!({ "removed": name, "version": row.version }))
     }
-
-    fn describe_stored(&self, row: &Stored) -> Value {
-        json!({
-            "name": row.name,
-            "source": "api",
-            "version": row.version,
-            "component": row.component,
-            "routes": row.doc.routes,
-            "config": row.doc.config,
-            "limits": row.doc.limits,
-            "kind": row.doc.kind.as_deref().unwrap_or("edge"),
-            "oci": row.doc.oci,
-            "instances": instances(
-                row.doc.kind.as_deref().and_then(|k| k.parse().ok()).unwrap_or(GuestKind::Edge),
-                row.not_resettable.as_deref(),
-            ),
-            "created": row.created,
-            "updated": row.updated,
-        })
-    }
-
-    fn describe_fixed(ready: &Ready) -> Value {
-        json!({
-            "name": ready.spec.name,
-            "source": "config",
-            "version": 1,
-            "component": ready.spec.component,
-            "routes": ready.spec.routes.iter().map(|r| json!({"host": r.host, "path": r.path_prefix})).collect::<Vec<_>>(),
-            "config": ready.spec.config,
-            "kind": ready.kind.as_str(),
-            "instances": percore_dataplane::describe_instances(
-                ready.kind,
-                InstanceMode::default(),
-                &ready.resettable,
-            ),
-        })
-    }
-
-    /// Every deployment.
-    pub fn list(&self) -> Value {
-        let mut all: Vec<Value> = self.fixed.iter().map(Self::describe_fixed).collect();
-        all.extend(self.dynamic.values().map(|r| self.describe_stored(r)));
-        json!({ "deployments": all })
-    }
-
-    /// One deployment.
-    pub fn show(&self, name: &str) -> Result<Value, Failure> {
-        if let Some(f) = self.fixed.iter().find(|f| f.spec.name == name) {
-            return Ok(Self::describe_fixed(f));
-        }
-        self.dynamic
-            .get(name)
-            .map(|r| self.describe_stored(r))
-            .ok_or_else(|| fail(404, format!("no deployment `{name}`")))
-    }
-
-    /// How many deployments are served.
-    pub fn count(&self) -> usize {
-        self.fixed.len() + self.dynamic.len()
-    }
-
-    /// Where `/invoke/{name}` sends its calls: the deployment's first route.
-    pub fn invoke_target(&self, name: &str) -> Option<crate::invoke::Target> {
-        if let Some(row) = self.dynamic.get(name) {
-            let route = row.doc.routes.first()?;
-            return Some(crate::invoke::Target {
-                deployment: name.to_owned(),
-                host: route.host.clone(),
-                prefix: route.path.clone(),
-                deadline: self.limits(&row.doc).0.wall_deadline,
-            });
-        }
-        let ready = self.fixed.iter().find(|f| f.spec.name == name)?;
-        let route = ready.spec.routes.first()?;
-        Some(crate::invoke::Target {
-            deployment: name.to_owned(),
-            host: route.host.clone(),
-            prefix: route.path_prefix.clone(),
-            deadline: ready.spec.limits.wall_deadline,
-        })
-    }
-
-    /// Whether a deployment exists.
-    pub fn exists(&self, name: &str) -> bool {
-        self.dynamic.contains_key(name) || self.fixed.iter().any(|f| f.spec.name == name)
-    }
 }
 
 /// The compiler, created at the first compilation (a host that restores its deployments from
@@ -642,13 +518,4 @@ fn compiler<'a>(
         *engine = Some(created);
     }
     Ok(engine.as_ref().expect("just created"))
-}
-
-/// How a deployment's requests run (in the default instance mode), as `percore ls` shows it.
-fn instances(kind: GuestKind, not_resettable: Option<&str>) -> String {
-    let resettable = match not_resettable {
-        None => Ok(()),
-        Some(why) => Err(NotResettable::Recorded(why.to_owned())),
-    };
-    percore_dataplane::describe_instances(kind, InstanceMode::default(), &resettable)
 }
