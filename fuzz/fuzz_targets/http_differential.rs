@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
             // A stricter rule: find the one that applies.
             let headers = &reference.headers;
             let version = reference.version.unwrap_or(1);
-            let named = |n: &str| {
+            let named = |n: &'static str| {
                 headers
                     .iter()
                     .filter(move |h| h.name.eq_ignore_ascii_case(n))
