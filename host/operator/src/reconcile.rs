@@ -124,11 +124,22 @@ async fn apply<A: AdminApi>(
     let mut outcomes = Vec::new();
     for host in &all {
         let wanted = selected.contains(&host).then_some(&desired);
-        let outcome = converge(&ctx.admin, host, &deployment, wanted).await;
-        if wanted.is_some() {
-            outcomes.push((host.name.clone(), outcome));
-        } else if let HostOutcome::Failed(e) = outcome {
-            tracing::warn!(host = %host.name, app = %name, "could not remove from an unselected host: {e}");
+        let result = converge(&ctx.admin, host, &deployment, wanted).await;
+        match (wanted, result) {
+            (Some(_), Ok(Some(actual))) => {
+                outcomes.push((host.name.clone(), HostOutcome::Serving(actual)));
+            }
+            (Some(_), Ok(None)) => {
+                outcomes.push((
+                    host.name.clone(),
+                    HostOutcome::Failed("not deployed".into()),
+                ));
+            }
+            (Some(_), Err(e)) => outcomes.push((host.name.clone(), HostOutcome::Failed(e))),
+            (None, Ok(_)) => {}
+            (None, Err(e)) => {
+                tracing::warn!(host = %host.name, app = %name, "could not remove from an unselected host: {e}");
+            }
         }
     }
     write_status(api, app, ctx, None, &outcomes).await?;
@@ -138,39 +149,26 @@ async fn apply<A: AdminApi>(
     Ok(Action::requeue(if failed { RETRY } else { RESYNC }))
 }
 
-/// Bring one host to `wanted` (`None`: without the deployment).
+/// Bring one host to `wanted` (`None`: without the deployment). Gives what the host then holds.
 async fn converge<A: AdminApi>(
     admin: &A,
     host: &HostRef,
     deployment: &str,
     wanted: Option<&plan::Desired>,
-) -> HostOutcome {
-    let actual = match admin.get(host, deployment).await {
-        Ok(a) => a,
-        Err(e) => return HostOutcome::Failed(e),
-    };
-    match plan::step(wanted, actual.as_ref()) {
-        Step::Keep => match actual {
-            Some(a) => HostOutcome::Serving(a),
-            None => HostOutcome::Failed("not deployed".into()),
-        },
-        Step::Deploy => {
-            let desired = wanted.expect("a deploy has a desired state");
-            match admin.put(host, deployment, desired).await {
-                Ok(a) => {
-                    tracing::info!(host = %host.name, deployment, version = a.version, "deployed");
-                    HostOutcome::Serving(a)
-                }
-                Err(e) => HostOutcome::Failed(e),
-            }
+) -> Result<Option<plan::Actual>, String> {
+    let actual = admin.get(host, deployment).await?;
+    match (plan::step(wanted, actual.as_ref()), wanted) {
+        (Step::Deploy, Some(desired)) => {
+            let a = admin.put(host, deployment, desired).await?;
+            tracing::info!(host = %host.name, deployment, version = a.version, "deployed");
+            Ok(Some(a))
         }
-        Step::Remove => match admin.delete(host, deployment).await {
-            Ok(()) => {
-                tracing::info!(host = %host.name, deployment, "removed");
-                HostOutcome::Failed("removed".into())
-            }
-            Err(e) => HostOutcome::Failed(e),
-        },
+        (Step::Remove, _) => {
+            admin.delete(host, deployment).await?;
+            tracing::info!(host = %host.name, deployment, "removed");
+            Ok(None)
+        }
+        _ => Ok(actual),
     }
 }
 
