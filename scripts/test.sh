@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (%s free on the disk)\n' "$*" "$(df -h --output=avail . | tail -1 | tr -d ' ')"; }
+
+# Incremental state is for editing, not for a run from scratch: it doubled the build's disk use.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step "system tools the end-to-end tests use (curl, kill, wrk, PostgreSQL, docker-registry, haproxy)"
 missing=()
@@ -81,3 +84,6 @@ step "conformance suite against percore serve (the product build)"
 target/debug/percore-conformance \
     --host 'target/debug/percore serve --config {manifest}' \
     --json target/conformance.json --junit target/conformance.xml
+
+step "done"
+du -sh target 2>/dev/null || true
