@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
-targets=${PERCORE_FUZZ_TARGETS:-"http_head http_differential chunked"}
+targets=${PERCORE_FUZZ_TARGETS:-"http_head http_differential chunked admin_request region_codec config_file"}
 
 cargo_fuzz=target/tools/bin/cargo-fuzz
 if [ ! -x "$cargo_fuzz" ]; then

@@ -43,7 +43,12 @@ step "host tests (rt, http, engine, data plane, control plane; PostgreSQL on loo
 trap 'bash scripts/pg-test-server.sh stop' EXIT
 PERCORE_TEST_POSTGRES=$(bash scripts/pg-test-server.sh start)
 export PERCORE_TEST_POSTGRES PERCORE_REQUIRE_POSTGRES=1
+# The disk-full test mounts a tmpfs: CI runs as root, and a skip there would hide a failure.
+export PERCORE_REQUIRE_FAULT_TESTS=1
 cargo test --workspace "${features[@]}"
+
+step "fuzz targets, briefly (libFuzzer; scripts/fuzz.sh runs them for longer)"
+bash scripts/fuzz.sh "${PERCORE_CI_FUZZ_SECONDS:-10}"
 
 step "Kubernetes manifests and the CRD, offline against the Kubernetes OpenAPI schemas"
 bash scripts/validate-manifests.sh

@@ -153,6 +153,12 @@ pub mod __private {
         crate::region::reserve(min_capacity)
     }
 
+    /// Decode an input region of `head_len` bytes of head and then the body (the fuzzer's
+    /// entry: fuzz/fuzz_targets/region_codec.rs).
+    pub fn decode_region(bytes: &[u8], head_len: usize) -> Result<Request<'_>, &'static str> {
+        crate::region::decode(bytes, head_len)
+    }
+
     /// `guest.handle-region`: decode the region in place and run the handler.
     pub fn handle_region<R: IntoResponse>(
         head_len: u32,

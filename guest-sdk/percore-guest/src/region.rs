@@ -32,9 +32,13 @@ static REGION: RegionCell = RegionCell {
 
 /// Make the region at least `min` bytes, keeping it where it is if it already is.
 pub(crate) fn reserve(min: u32) -> Region {
+    // On wasm32 a request near 4 GiB overflows the rounding: trap with a message rather than
+    // allocate a wrapped size.
     let wanted = (min as usize)
         .max(MIN_CAPACITY)
-        .next_multiple_of(MIN_CAPACITY);
+        .checked_next_multiple_of(MIN_CAPACITY)
+        .filter(|&n| n <= isize::MAX as usize)
+        .expect("the input region does not fit in this guest's address space");
     if REGION.capacity.get() < min as usize || REGION.ptr.get().is_null() {
         let old = REGION.ptr.get();
         if !old.is_null() {
@@ -65,11 +69,11 @@ pub(crate) fn with_request<R>(
     body_len: u32,
     f: impl FnOnce(Result<Request<'_>, &'static str>) -> R,
 ) -> R {
-    let total = head_len as usize + body_len as usize;
     let ptr = REGION.ptr.get();
-    if ptr.is_null() || total > REGION.capacity.get() {
-        return f(Err("the request is larger than the region"));
-    }
+    let total = match (head_len as usize).checked_add(body_len as usize) {
+        Some(total) if !ptr.is_null() && total <= REGION.capacity.get() => total,
+        _ => return f(Err("the request is larger than the region")),
+    };
     // SAFETY: `ptr..ptr+total` is inside the zero-initialised allocation of `capacity` bytes;
     // the host finished writing before this call, and nothing else borrows the region while
     // this shared slice lives (it does not outlive `f`).

@@ -25,6 +25,13 @@ pub struct Target {
     json: bool,
 }
 
+impl Target {
+    /// Whether `--json` was given.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+}
+
 /// Arguments of `percore deploy`.
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
@@ -52,6 +59,10 @@ pub struct DeployArgs {
     /// Instances one core keeps at most.
     #[arg(long)]
     max_instances_per_core: Option<usize>,
+    /// Write a core dump when a guest traps, if its memories take at most this many MiB (kept
+    /// in the host's state directory; `percore coredumps NAME` lists them).
+    #[arg(long, value_name = "MIB")]
+    coredump_mb: Option<usize>,
     /// The kind of guest (`edge`, `wasi-http`, `cgi`, `bare`); told from the binary when
     /// absent, and checked against it when given.
     #[arg(long)]
@@ -86,14 +97,14 @@ pub struct StatsArgs {
     target: Target,
 }
 
-struct Client {
+pub(crate) struct Client {
     agent: ureq::Agent,
     base: String,
     token: Option<String>,
 }
 
 impl Client {
-    fn new(target: &Target) -> Self {
+    pub(crate) fn new(target: &Target) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(600)))
@@ -140,8 +151,31 @@ impl Client {
         Ok((status, value))
     }
 
+    /// A GET whose answer is bytes (a core dump): a 4xx/5xx becomes an error with the API's
+    /// message.
+    pub(crate) fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut response = with_auth(self.agent.get(&url), &auth)
+            .call()
+            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(4 << 30)
+            .read_to_vec()
+            .context("reading the admin API's answer")?;
+        if status >= 400 {
+            let value: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let message = value["error"].as_str().unwrap_or("no message");
+            bail!("{message} (HTTP {status})");
+        }
+        Ok(bytes)
+    }
+
     /// A call that must succeed: a 4xx/5xx becomes an error carrying the API's message.
-    fn ok(
+    pub(crate) fn ok(
         &self,
         method: &str,
         path: &str,
@@ -259,6 +293,7 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
             "max_instances_per_core",
             args.max_instances_per_core.map(|v| v as u64),
         ),
+        ("coredump_mb", args.coredump_mb.map(|v| v as u64)),
     ] {
         if let Some(v) = value {
             limits.insert(key.to_owned(), json!(v));

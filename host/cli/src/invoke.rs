@@ -80,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_bytes()))
         .collect();
-    let limits = Arc::new(args.guest.limits());
+    let limits = Arc::new(args.guest.limits()?);
     let config = Arc::new(args.guest.config()?);
 
     let file = crate::oci::local_component(&args.component, &args.registry)?;

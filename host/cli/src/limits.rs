@@ -1,7 +1,6 @@
 //! Command-line flags for per-request limits and configuration values.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use percore_engine::Limits;
@@ -27,15 +26,17 @@ pub struct GuestArgs {
 }
 
 impl GuestArgs {
-    /// The limits these flags describe.
-    pub fn limits(&self) -> Limits {
-        Limits {
-            memory_bytes: self.memory_mb << 20,
-            cpu_budget: Duration::from_millis(self.cpu_ms),
-            wall_deadline: Duration::from_millis(self.timeout_ms),
-            max_response_body: self.max_response_mb << 20,
+    /// The limits these flags describe, each checked against its range.
+    pub fn limits(&self) -> anyhow::Result<Limits> {
+        let flag = as_flag;
+        Ok(Limits {
+            memory_bytes: percore_config::memory_bytes(self.memory_mb).map_err(flag)?,
+            cpu_budget: percore_config::millis("cpu_ms", self.cpu_ms).map_err(flag)?,
+            wall_deadline: percore_config::millis("timeout_ms", self.timeout_ms).map_err(flag)?,
+            max_response_body: percore_config::response_bytes(self.max_response_mb)
+                .map_err(flag)?,
             ..Limits::default()
-        }
+        })
     }
 
     /// The configuration values, checked.
@@ -52,4 +53,15 @@ impl GuestArgs {
         }
         Ok(map)
     }
+}
+
+/// A limit out of range, named as the command-line flag that gave it.
+pub fn as_flag(e: percore_config::LimitError) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--{} {}: must be between {} and {}",
+        e.field.replace('_', "-"),
+        e.value,
+        e.min,
+        e.max
+    )
 }

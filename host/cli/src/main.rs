@@ -5,6 +5,7 @@ mod admin;
 mod argo_plugin;
 mod bench;
 mod compile;
+mod coredumps;
 mod invoke;
 mod limits;
 mod logging;
@@ -43,6 +44,8 @@ enum Command {
     Rm(admin::RmArgs),
     /// Show what a running host has served: requests, errors, time, bytes, cold starts.
     Stats(admin::StatsArgs),
+    /// List a deployment's core dumps, or save one to a file.
+    Coredumps(coredumps::Args),
     /// Push a component to an OCI registry (the CNCF Wasm artifact layout).
     Push(oci::PushArgs),
     /// Pull a component from an OCI registry into a file.
@@ -68,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Command::Ls(args) => admin::ls(args),
         Command::Rm(args) => admin::rm(args),
         Command::Stats(args) => admin::stats(args),
+        Command::Coredumps(args) => coredumps::run(args),
         Command::Push(args) => oci::push(args),
         Command::Pull(args) => oci::pull(args),
         Command::ArgoPlugin(args) => argo_plugin::run(args),

@@ -1,15 +1,12 @@
 //! `percore serve`: the HTTP server, one pinned shard per core.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use percore_dataplane::{Counters, DeploymentSpec, InstanceMode, RouteSpec, ServeConfig, Server};
 use percore_engine::{InputPreference, Limits};
-use serde::Deserialize;
 
 use crate::limits::GuestArgs;
 
@@ -66,6 +63,14 @@ pub struct Args {
     /// Largest component the admin API accepts, MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     admin_max_upload_mb: usize,
+    /// Close a connection with nothing to do, or whose client reads nothing of its pending
+    /// responses, after this many milliseconds (default 60000; `[http] idle_timeout_ms`).
+    #[arg(long, value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Time a started request has to arrive in full, in milliseconds (default 10000;
+    /// `[http] request_timeout_ms`).
+    #[arg(long, value_name = "MS")]
+    request_timeout_ms: Option<u64>,
     /// Invocation records a core queues for the control plane before it aggregates them
     /// (tests of the aggregation path).
     #[arg(long, hide = true)]
@@ -106,61 +111,6 @@ impl From<Misbehave> for percore_dataplane::Misbehaviour {
     }
 }
 
-/// The configuration file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    cores: Option<usize>,
-    /// `fresh`, `reset` or `keep` (see `--instances`).
-    instances: Option<String>,
-    #[serde(default)]
-    sqpoll: bool,
-    #[serde(default)]
-    portable: bool,
-    #[serde(default)]
-    http: HttpConfig,
-    #[serde(default, rename = "deployment")]
-    deployments: Vec<FileDeployment>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HttpConfig {
-    max_head_kib: Option<usize>,
-    max_headers: Option<usize>,
-    max_body_mib: Option<usize>,
-    request_timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    max_connections_per_core: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileDeployment {
-    name: String,
-    /// A file (relative to the configuration file) or an `oci://` reference.
-    component: String,
-    #[serde(default)]
-    routes: Vec<FileRoute>,
-    memory_mb: Option<usize>,
-    cpu_ms: Option<u64>,
-    timeout_ms: Option<u64>,
-    max_response_mb: Option<usize>,
-    #[serde(default)]
-    config: BTreeMap<String, String>,
-    /// `edge`, `wasi-http`, `cgi` or `bare`: checked against what the binary is.
-    kind: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRoute {
-    host: Option<String>,
-    #[serde(default = "root")]
-    path: String,
-}
-
 impl Args {
     fn instance_mode(&self) -> Option<InstanceMode> {
         match self.instances {
@@ -168,10 +118,6 @@ impl Args {
             None => self.reuse_instances.then_some(InstanceMode::Keep),
         }
     }
-}
-
-fn root() -> String {
-    "/".into()
 }
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -182,71 +128,45 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:9180";
 fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file: FileConfig = toml::from_str(&text)
+    let file = percore_config::parse(&text)
         .with_context(|| format!("{} is not a valid configuration", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    if file.deployments.is_empty() {
-        bail!("{}: no [[deployment]]", path.display());
-    }
-    let defaults = args.guest.limits();
-    let mut names = std::collections::HashSet::new();
+    let defaults = args.guest.limits()?;
     let deployments = file
         .deployments
         .into_iter()
         .map(|d| {
-            if !names.insert(d.name.clone()) {
-                bail!("deployment `{}` is defined twice", d.name);
-            }
-            let routes = if d.routes.is_empty() {
-                vec![RouteSpec {
-                    host: None,
-                    path_prefix: "/".into(),
-                }]
-            } else {
-                d.routes
-                    .into_iter()
-                    .map(|r| {
-                        if !r.path.starts_with('/') {
-                            bail!(
-                                "deployment `{}`: route path {:?} must start with '/'",
-                                d.name,
-                                r.path
-                            );
-                        }
-                        Ok(RouteSpec {
-                            host: r.host,
-                            path_prefix: r.path,
-                        })
-                    })
-                    .collect::<anyhow::Result<_>>()?
-            };
             let component = if percore_oci::is_oci(&d.component) {
                 crate::oci::local_component(&d.component, &args.registry)
                     .with_context(|| format!("deployment `{}`", d.name))?
             } else {
                 base.join(&d.component)
             };
+            let kind = match d.kind.as_deref() {
+                None => None,
+                Some(kind) => Some(
+                    kind.parse()
+                        .with_context(|| format!("deployment `{}`", d.name))?,
+                ),
+            };
             Ok(DeploymentSpec {
                 component,
-                routes,
+                routes: d
+                    .routes
+                    .into_iter()
+                    .map(|r| RouteSpec {
+                        host: r.host,
+                        path_prefix: r.path_prefix,
+                    })
+                    .collect(),
                 limits: Limits {
-                    memory_bytes: d.memory_mb.map_or(defaults.memory_bytes, |m| m << 20),
-                    cpu_budget: d.cpu_ms.map_or(defaults.cpu_budget, Duration::from_millis),
-                    wall_deadline: d
-                        .timeout_ms
-                        .map_or(defaults.wall_deadline, Duration::from_millis),
-                    max_response_body: d
-                        .max_response_mb
-                        .map_or(defaults.max_response_body, |m| m << 20),
+                    memory_bytes: d.memory_bytes.unwrap_or(defaults.memory_bytes),
+                    cpu_budget: d.cpu_budget.unwrap_or(defaults.cpu_budget),
+                    wall_deadline: d.wall_deadline.unwrap_or(defaults.wall_deadline),
+                    max_response_body: d.max_response_body.unwrap_or(defaults.max_response_body),
                     ..defaults.clone()
                 },
-                kind: match d.kind.as_deref() {
-                    None => None,
-                    Some(kind) => Some(
-                        kind.parse()
-                            .with_context(|| format!("deployment `{}`", d.name))?,
-                    ),
-                },
+                kind,
                 config: d.config,
                 name: d.name,
                 max_instances_per_core: percore_dataplane::DEFAULT_MAX_INSTANCES_PER_CORE,
@@ -271,20 +191,20 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
         config.input = InputPreference::Portable;
     }
     let http = &file.http;
-    if let Some(kib) = http.max_head_kib {
-        config.http.max_head = kib << 10;
+    if let Some(bytes) = http.max_head {
+        config.http.max_head = bytes;
     }
     if let Some(n) = http.max_headers {
         config.http.max_headers = n;
     }
-    if let Some(mib) = http.max_body_mib {
-        config.http.max_body = mib << 20;
+    if let Some(bytes) = http.max_body {
+        config.http.max_body = bytes;
     }
-    if let Some(ms) = http.request_timeout_ms {
-        config.request_timeout = Duration::from_millis(ms);
+    if let Some(t) = http.request_timeout {
+        config.request_timeout = t;
     }
-    if let Some(ms) = http.idle_timeout_ms {
-        config.idle_timeout = Duration::from_millis(ms);
+    if let Some(t) = http.idle_timeout {
+        config.idle_timeout = t;
     }
     if let Some(n) = http.max_connections_per_core {
         config.max_connections_per_core = n;
@@ -371,7 +291,7 @@ fn control_config(
         state,
         log,
         engine,
-        default_limits: args.guest.limits(),
+        default_limits: args.guest.limits()?,
         max_upload: args.admin_max_upload_mb << 20,
         insecure_registries: args.registry.insecure.clone(),
         data_plane: Some(server.local_addr()),
@@ -382,7 +302,7 @@ fn control_config(
 
 fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
     let single = args.components.len() == 1;
-    let limits = args.guest.limits();
+    let limits = args.guest.limits()?;
     let config_values = args.guest.config()?;
     let deployments = args
         .components
@@ -451,6 +371,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(n) = args.max_loaded_per_core {
         config.max_loaded_per_core = n;
+    }
+    let flag = crate::limits::as_flag;
+    if let Some(ms) = args.idle_timeout_ms {
+        config.idle_timeout = percore_config::millis("idle_timeout_ms", ms).map_err(flag)?;
+    }
+    if let Some(ms) = args.request_timeout_ms {
+        config.request_timeout = percore_config::millis("request_timeout_ms", ms).map_err(flag)?;
     }
     let cores = config.cores.clone();
     let engine = config.engine.clone();

@@ -65,6 +65,7 @@ pub fn spawn(
                         respond(&mut stream, &response);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        plane.watch_state();
                         std::thread::sleep(Duration::from_millis(10));
                     }
                     Err(e) => {
@@ -74,6 +75,27 @@ pub fn spawn(
                 }
             }
         })
+}
+
+/// `/healthz`: 200 while the host serves (liveness); what is degraded, and why, in the body.
+fn health(plane: &Plane) -> Value {
+    let m = lock(&plane.metrics);
+    let mut degraded = Vec::new();
+    if let Some((since, error)) = &m.log_failing {
+        let since = since
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        degraded.push(json!({
+            "component": "invocation_log",
+            "error": error,
+            "since_unix": since,
+            "backlog_rows": m.log_backlog,
+        }));
+    }
+    if let Some(error) = plane.state_error() {
+        degraded.push(json!({ "component": "state_database", "error": error }));
+    }
+    json!({ "ok": true, "degraded": degraded })
 }
 
 fn authorized(token: Option<&str>, request: &AdminRequest) -> bool {
@@ -121,7 +143,7 @@ fn handle(
     let method = request.method.as_str();
     let path = request.path.trim_end_matches('/');
     if path == "/healthz" {
-        return AdminResponse::json(200, &json!({ "ok": true }));
+        return AdminResponse::json(200, &health(plane));
     }
     if !authorized(token, request) {
         return AdminResponse::error(
@@ -148,6 +170,23 @@ fn handle(
         ("GET", ["v1", "deployments", name]) => plane.show(name).map(|v| (200, v)),
         ("PUT", ["v1", "deployments", name]) => plane.deploy(name, &request.body),
         ("DELETE", ["v1", "deployments", name]) => plane.remove(name).map(|v| (200, v)),
+        ("GET", ["v1", "deployments", name, "coredumps"]) => {
+            plane.coredumps(name).map(|v| (200, v))
+        }
+        ("GET", ["v1", "deployments", name, "coredumps", file]) => {
+            return match plane.coredump(name, file) {
+                Ok(bytes) => AdminResponse {
+                    status: 200,
+                    content_type: "application/wasm".into(),
+                    headers: vec![(
+                        "content-disposition",
+                        format!("attachment; filename=\"{file}\""),
+                    )],
+                    body: bytes,
+                },
+                Err(f) => AdminResponse::error(f.status, f.message),
+            };
+        }
         ("GET", ["v1", "stats"]) => {
             let m = lock(&plane.metrics);
             let all: Vec<Value> = m

@@ -48,13 +48,33 @@ pub(crate) fn route_key(host: Option<&str>, path: &str) -> (Option<String>, Stri
 }
 
 /// A deployment name: 1-63 of a-z, 0-9, `-` and `_`, starting with a letter or digit.
-pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
+pub(crate) use percore_config::valid_name;
+
+/// Refuse a limit out of its range, by name (`limits.memory_mb = 0: must be between 1 and 4096`).
+pub(crate) fn check_limits(l: &crate::store::LimitsDoc) -> Result<(), Failure> {
+    let named = |e: percore_config::LimitError| fail(400, format!("limits.{e}"));
+    if let Some(mb) = l.memory_mb {
+        percore_config::memory_bytes(mb).map_err(named)?;
+    }
+    if let Some(mb) = l.max_response_mb {
+        percore_config::response_bytes(mb).map_err(named)?;
+    }
+    if let Some(ms) = l.cpu_ms {
+        percore_config::millis("cpu_ms", ms).map_err(named)?;
+    }
+    if let Some(ms) = l.timeout_ms {
+        percore_config::millis("timeout_ms", ms).map_err(named)?;
+    }
+    if let Some(mb) = l.coredump_mb {
+        percore_config::coredump_bytes(mb).map_err(named)?;
+    }
+    if l.max_instances_per_core == Some(0) {
+        return Err(fail(
+            400,
+            "limits.max_instances_per_core = 0: must be at least 1",
+        ));
+    }
+    Ok(())
 }
 
 /// Refuse a route another deployment serves: one of the configuration's (`fixed`), or one of the

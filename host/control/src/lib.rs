@@ -14,6 +14,7 @@
 
 mod api;
 mod content;
+mod coredumps;
 mod deploy_request;
 pub mod http;
 mod invoke;
@@ -166,6 +167,7 @@ pub struct ControlConfig {
 pub struct Control {
     admin_addr: Option<SocketAddr>,
     meter: Option<JoinHandle<()>>,
+    coredump_writer: Option<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
     metrics: Arc<Mutex<Metrics>>,
     restored: usize,
@@ -212,11 +214,23 @@ impl Control {
             #[cfg(not(feature = "postgres"))]
             (LogTarget::Postgres(_), _) => return Err(Error::NoPostgres),
         };
+        let (coredumps, coredump_writer) = match &config.state {
+            Some(state) => {
+                let (tx, handle) = coredumps::CoreDumps::new(state)
+                    .spawn(metrics.clone())
+                    .map_err(|e| {
+                        Error::Internal(format!("cannot start the core dump thread: {e}"))
+                    })?;
+                (Some(tx), Some(handle))
+            }
+            None => (None, None),
+        };
         let meter = meter::Meter {
             queues,
             applied: applied_tx,
             metrics: metrics.clone(),
             sink,
+            coredumps,
             stop: config.stop.clone(),
         };
         let meter = std::thread::Builder::new()
@@ -253,6 +267,7 @@ impl Control {
         Ok(Self {
             admin_addr,
             meter: Some(meter),
+            coredump_writer,
             admin,
             metrics,
             restored,
@@ -278,6 +293,10 @@ impl Control {
     pub fn finish(mut self) {
         if let Some(meter) = self.meter.take() {
             let _ = meter.join();
+        }
+        // The meter held the writer's only sender: the writer finishes what it has, then ends.
+        if let Some(writer) = self.coredump_writer.take() {
+            let _ = writer.join();
         }
         // The admin thread notices the stop flag within its poll interval.
         if let Some(admin) = self.admin.take() {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use percore_dataplane::{ApplyError, Counters, InvocationRecord, LATENCY_BUCKETS_US, Report};
 
@@ -22,6 +22,13 @@ pub trait LogSink: Send {
 
 impl LogSink for crate::store::Store {
     fn write(&mut self, rows: &[LogRow]) -> Result<(), Error> {
+        if self.reopen_if_replaced()? {
+            tracing::error!(
+                path = %self.path().display(),
+                "the state database was removed or replaced under the running host; the \
+                 invocation log goes on in the file now at that path"
+            );
+        }
         self.append_log(rows)
     }
     fn describe(&self) -> String {
@@ -96,6 +103,16 @@ pub struct Metrics {
     pub log_requests: u64,
     /// Failed writes to the invocation log.
     pub log_errors: u64,
+    /// Rows waiting to be written (a backlog while the log cannot be written).
+    pub log_backlog: u64,
+    /// Rows folded into per-(deployment, status, fault) rows because the backlog was full.
+    pub log_folded: u64,
+    /// Since when, and why, the invocation log cannot be written; `None` while it can.
+    pub log_failing: Option<(SystemTime, String)>,
+    /// Core dumps written.
+    pub coredumps_written: u64,
+    /// Core dumps lost (the writer behind, a write failed).
+    pub coredumps_dropped: u64,
     /// Components compiled by the control plane.
     pub compilations: u64,
     /// Deploys that found their artifact already compiled.
@@ -129,8 +146,14 @@ pub type Applied = (usize, u64, Result<(), ApplyError>);
 const BATCH: usize = 4096;
 /// Longest time rows wait before they are written.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
-/// Rows kept in memory while the log cannot be written, before new ones are dropped (counted).
-const MAX_BACKLOG: usize = 1 << 20;
+/// Rows kept one by one while the log cannot be written (about 200 bytes each); past this, new
+/// rows are folded into one row per deployment, status and fault, so that the log still adds up
+/// to every request once it can be written again.
+const MAX_BACKLOG: usize = 1 << 17;
+/// Longest wait between attempts to write a log that fails.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// How often a log that keeps failing is reported again.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// How long the meter waits for cores to report their exit once the host stops.
 const EXIT_WAIT: Duration = Duration::from_secs(20);
 
@@ -144,6 +167,8 @@ pub struct Meter {
     pub metrics: Arc<Mutex<Metrics>>,
     /// The invocation log, if any.
     pub sink: Option<Box<dyn LogSink>>,
+    /// Where core dumps go, when there is a state directory.
+    pub coredumps: Option<std::sync::mpsc::SyncSender<crate::coredumps::Pending>>,
     /// Set when the host stops.
     pub stop: Arc<AtomicBool>,
 }
@@ -162,9 +187,10 @@ impl Meter {
         let cores = self.queues.len();
         let mut exited = vec![false; cores];
         let mut pending: Vec<LogRow> = Vec::new();
+        let mut folded: Vec<LogRow> = Vec::new();
         let mut last_flush = Instant::now();
         let mut stop_seen: Option<Instant> = None;
-        let mut dropped = 0u64;
+        let mut health = Health::default();
         loop {
             let mut progressed = false;
             let mut batch: Vec<InvocationRecord> = Vec::new();
@@ -180,6 +206,21 @@ impl Meter {
                             m.cores.insert(core, *counters);
                         }
                         Report::Exited { .. } => exited[core] = true,
+                        Report::CoreDump {
+                            deployment,
+                            request_id,
+                            dump,
+                        } => {
+                            if let Some(tx) = &self.coredumps {
+                                let name = lock(&self.metrics).names.get(&deployment).cloned();
+                                let pending = crate::coredumps::Pending {
+                                    deployment: name.unwrap_or_else(|| format!("#{deployment}")),
+                                    request: request_name(request_id),
+                                    dump,
+                                };
+                                crate::coredumps::offer(tx, pending, &self.metrics);
+                            }
+                        }
                     }
                 }
                 let n = records.slots();
@@ -201,16 +242,8 @@ impl Meter {
                             .get(&r.deployment)
                             .cloned()
                             .unwrap_or_else(|| format!("#{}", r.deployment));
-                        if pending.len() >= MAX_BACKLOG {
-                            dropped += 1;
-                            continue;
-                        }
-                        pending.push(LogRow {
-                            request_id: format!(
-                                "c{}-{}",
-                                r.request_id >> 48,
-                                r.request_id & ((1 << 48) - 1)
-                            ),
+                        let row = LogRow {
+                            request_id: request_name(r.request_id),
                             deployment: name,
                             start_unix_us: r.start_unix_us,
                             duration_us: r.duration_us,
@@ -221,9 +254,16 @@ impl Meter {
                             bytes_out: r.bytes_out,
                             requests: r.requests,
                             cold_starts: r.cold_starts,
-                        });
+                        };
+                        if pending.len() < MAX_BACKLOG {
+                            pending.push(row);
+                        } else {
+                            m.log_folded += 1;
+                            fold(&mut folded, row);
+                        }
                     }
                 }
+                m.log_backlog = (pending.len() + folded.len()) as u64;
             }
             let stopping = self.stop.load(Ordering::Relaxed);
             if stopping && stop_seen.is_none() {
@@ -233,11 +273,20 @@ impl Meter {
             let finishing = stopping
                 && (all_exited || stop_seen.is_some_and(|t| t.elapsed() > EXIT_WAIT))
                 && !progressed;
-            if !pending.is_empty()
-                && (pending.len() >= BATCH || last_flush.elapsed() >= FLUSH_EVERY || finishing)
+            let due = pending.len() >= BATCH || last_flush.elapsed() >= FLUSH_EVERY;
+            if (!pending.is_empty() || !folded.is_empty())
+                && (finishing || (due && Instant::now() >= health.retry_at))
             {
-                self.flush(&mut pending);
+                pending.append(&mut folded);
+                self.flush(&mut pending, &mut health);
                 last_flush = Instant::now();
+                // Still failing: what is past the backlog's size goes back to the folded rows.
+                if pending.len() > MAX_BACKLOG {
+                    for row in pending.drain(MAX_BACKLOG..) {
+                        fold(&mut folded, row);
+                    }
+                }
+                lock(&self.metrics).log_backlog = (pending.len() + folded.len()) as u64;
             }
             if finishing {
                 if !all_exited {
@@ -246,15 +295,11 @@ impl Meter {
                     );
                 }
                 if !pending.is_empty() {
+                    let requests: u64 = pending.iter().map(|r| u64::from(r.requests)).sum();
                     tracing::error!(
                         rows = pending.len(),
-                        "invocation log rows could not be written"
-                    );
-                }
-                if dropped > 0 {
-                    tracing::error!(
-                        dropped,
-                        "invocation log rows dropped: the log was unwritable for too long"
+                        requests,
+                        "invocation log rows lost at exit: the log could not be written"
                     );
                 }
                 return;
@@ -265,7 +310,7 @@ impl Meter {
         }
     }
 
-    fn flush(&mut self, pending: &mut Vec<LogRow>) {
+    fn flush(&mut self, pending: &mut Vec<LogRow>, health: &mut Health) {
         let Some(sink) = self.sink.as_mut() else {
             pending.clear();
             return;
@@ -275,14 +320,85 @@ impl Meter {
                 let mut m = lock(&self.metrics);
                 m.log_rows += pending.len() as u64;
                 m.log_requests += pending.iter().map(|r| u64::from(r.requests)).sum::<u64>();
+                if let Some((since, _)) = m.log_failing.take() {
+                    let down = since.elapsed().unwrap_or_default();
+                    tracing::info!(
+                        sink = %sink.describe(),
+                        rows = pending.len(),
+                        "the invocation log is written again after {:.1} s; the rows held meanwhile are in it",
+                        down.as_secs_f64()
+                    );
+                }
+                *health = Health::default();
                 pending.clear();
             }
             Err(e) => {
-                lock(&self.metrics).log_errors += 1;
                 let why = crate::error_chain(&e);
-                tracing::error!(sink = %sink.describe(), "cannot write the invocation log (will retry): {why}");
+                let mut m = lock(&self.metrics);
+                m.log_errors += 1;
+                let first = m.log_failing.is_none();
+                let since = m
+                    .log_failing
+                    .as_ref()
+                    .map_or_else(SystemTime::now, |(t, _)| *t);
+                m.log_failing = Some((since, why.clone()));
+                drop(m);
+                health.failures += 1;
+                let delay = FLUSH_EVERY * 2u32.pow(health.failures.min(5));
+                health.retry_at = Instant::now() + delay.min(MAX_RETRY);
+                if first || health.reported.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
+                    health.reported = Some(Instant::now());
+                    tracing::error!(
+                        sink = %sink.describe(),
+                        backlog = pending.len(),
+                        "cannot write the invocation log; serving goes on and its rows are held \
+                         in memory until it can: {why}"
+                    );
+                }
             }
         }
+    }
+}
+
+/// How the invocation log's writes are going: when to try again, when the failure was last
+/// reported.
+#[derive(Debug)]
+struct Health {
+    failures: u32,
+    retry_at: Instant,
+    reported: Option<Instant>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            failures: 0,
+            retry_at: Instant::now(),
+            reported: None,
+        }
+    }
+}
+
+/// A packed request id as the logs print it: `c{core}-{seq}`.
+fn request_name(id: u64) -> String {
+    format!("c{}-{}", id >> 48, id & ((1 << 48) - 1))
+}
+
+/// Add `row` to the row of its deployment, status and fault.
+fn fold(folded: &mut Vec<LogRow>, row: LogRow) {
+    match folded
+        .iter_mut()
+        .find(|r| r.deployment == row.deployment && r.status == row.status && r.fault == row.fault)
+    {
+        Some(sum) => {
+            sum.duration_us += row.duration_us;
+            sum.cpu_us += row.cpu_us;
+            sum.bytes_in += row.bytes_in;
+            sum.bytes_out += row.bytes_out;
+            sum.requests += row.requests;
+            sum.cold_starts += row.cold_starts;
+        }
+        None => folded.push(row),
     }
 }
 

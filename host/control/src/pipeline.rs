@@ -16,12 +16,15 @@ use percore_rt::notify::Notifier;
 use serde_json::{Value, json};
 
 use crate::content::Content;
-use crate::deploy_request::{DeployRequest, check_collisions, route_key, show_route, valid_name};
+use crate::deploy_request::{
+    DeployRequest, check_collisions, check_limits, route_key, show_route, valid_name,
+};
 use crate::meter::{Applied, Metrics, lock};
 use crate::store::{DeploymentDoc, RouteDoc, Store, Stored};
 use crate::{ControlConfig, Error, error_chain};
 
 mod source;
+mod state;
 mod view;
 
 /// How long a change may take to reach every core.
@@ -50,6 +53,8 @@ pub struct Plane {
     /// How components are pulled from registries.
     registry: percore_oci::Settings,
     content: Option<Content>,
+    /// Core dumps of trapped guests, when there is a state directory.
+    coredumps: Option<crate::coredumps::CoreDumps>,
     /// Compiled components: `artifacts/` of the state directory, else the user's cache.
     artifacts: ArtifactCache,
     store: Option<Store>,
@@ -63,6 +68,8 @@ pub struct Plane {
     pub metrics: Arc<Mutex<Metrics>>,
     /// Ids for API deployments when nothing is persisted.
     next_id: u32,
+    /// The state database's file, watched under the running host.
+    state_watch: state::StateWatch,
 }
 
 impl std::fmt::Debug for Plane {
@@ -126,6 +133,11 @@ impl Plane {
             seq: 0,
             metrics,
             next_id: crate::store::FIRST_ID,
+            state_watch: state::StateWatch::new(),
+            coredumps: config
+                .state
+                .as_deref()
+                .map(crate::coredumps::CoreDumps::new),
         })
     }
 
@@ -218,10 +230,19 @@ impl Plane {
         let l = &doc.limits;
         (
             Limits {
-                memory_bytes: l.memory_mb.map_or(d.memory_bytes, |m| m << 20),
+                memory_bytes: l
+                    .memory_mb
+                    .map_or(d.memory_bytes, |m| m.saturating_mul(1 << 20)),
                 cpu_budget: l.cpu_ms.map_or(d.cpu_budget, Duration::from_millis),
                 wall_deadline: l.timeout_ms.map_or(d.wall_deadline, Duration::from_millis),
-                max_response_body: l.max_response_mb.map_or(d.max_response_body, |m| m << 20),
+                max_response_body: l
+                    .max_response_mb
+                    .map_or(d.max_response_body, |m| m.saturating_mul(1 << 20)),
+                // Dumps need a state directory to go to.
+                coredump_max_bytes: match (&self.coredumps, l.coredump_mb) {
+                    (Some(_), Some(m)) => m.saturating_mul(1 << 20),
+                    _ => 0,
+                },
                 ..d.clone()
             },
             l.max_instances_per_core
@@ -401,10 +422,12 @@ impl Plane {
             kind: None,
             oci: None,
         };
-        let (limits, _) = self.limits(&doc);
-        if limits.memory_bytes == 0 || limits.cpu_budget.is_zero() || limits.wall_deadline.is_zero()
-        {
-            return Err(fail(400, "limits must be above zero"));
+        check_limits(&doc.limits)?;
+        if doc.limits.coredump_mb.is_some() && self.coredumps.is_none() {
+            return Err(fail(
+                400,
+                "core dumps are kept in the state directory, and this host has none (--state)",
+            ));
         }
 
         // The component's bytes.
@@ -436,6 +459,7 @@ impl Plane {
         let resettable = percore_engine::check_resettable(&bytes);
         let not_resettable = resettable.as_ref().err().map(ToString::to_string);
         let updated = self.dynamic.contains_key(name);
+        self.check_state();
         let row = match &mut self.store {
             Some(store) => store
                 .put(
@@ -492,10 +516,14 @@ impl Plane {
         if !self.dynamic.contains_key(name) {
             return Err(fail(404, format!("no deployment `{name}`")));
         }
+        self.check_state();
         if let Some(store) = &mut self.store {
             store.remove(name).map_err(|e| fail(500, error_chain(&e)))?;
         }
         let row = self.dynamic.remove(name).expect("checked above");
+        if let Some(dumps) = &self.coredumps {
+            dumps.remove(name);
+        }
         let owned = name.to_owned();
         self.broadcast(|seq| Command::Remove {
             seq,

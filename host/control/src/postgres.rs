@@ -59,12 +59,20 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Longest wait for a connection when the URL names none (`connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn open(url: &str) -> Result<(Client, Statement), Error> {
     let fail = |source| Error::Postgres {
         context: format!("PostgreSQL {}", redact(url)),
         source,
     };
-    let mut client = Client::connect(url, NoTls).map_err(fail)?;
+    let mut config: postgres::Config = url.parse().map_err(fail)?;
+    if config.get_connect_timeout().is_none() {
+        // A server that does not answer must not hold the meter (and the deploys behind it).
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let mut client = config.connect(NoTls).map_err(fail)?;
     client.batch_execute(SCHEMA).map_err(fail)?;
     let insert = client.prepare(INSERT).map_err(fail)?;
     Ok((client, insert))

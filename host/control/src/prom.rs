@@ -145,7 +145,7 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
     }
 
     type Family = (&'static str, &'static str, fn(&Counters) -> u64);
-    let per_core: [Family; 12] = [
+    let per_core: [Family; 14] = [
         (
             "percore_core_bodies_streamed_total",
             "Request bodies received straight into guest memory, per core.",
@@ -202,6 +202,16 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
             |c| c.request_copies,
         ),
         (
+            "percore_core_guest_logs_dropped_total",
+            "Guest log records dropped at a request's log caps, per core.",
+            |c| c.guest_logs_dropped,
+        ),
+        (
+            "percore_core_clients_stalled_total",
+            "Connections ended because the client stopped reading its responses, per core.",
+            |c| c.clients_stalled,
+        ),
+        (
             "percore_core_records_aggregated_total",
             "Invocation records folded into aggregates under load, per core.",
             |c| c.records_aggregated,
@@ -242,8 +252,38 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
             "Failed writes to the invocation log.",
             m.log_errors,
         ),
+        (
+            "percore_coredumps_written_total",
+            "Core dumps of trapped guests written to the state directory.",
+            m.coredumps_written,
+        ),
+        (
+            "percore_coredumps_dropped_total",
+            "Core dumps lost: the writer was behind or a write failed.",
+            m.coredumps_dropped,
+        ),
+        (
+            "percore_invocation_log_folded_rows_total",
+            "Rows folded into per-deployment, status and fault rows while the log's backlog was full.",
+            m.log_folded,
+        ),
     ] {
         out.family(metric, "counter", help);
+        out.sample(metric, &[], value);
+    }
+    for (metric, help, value) in [
+        (
+            "percore_invocation_log_up",
+            "1 while the invocation log is written, 0 while its writes fail.",
+            u64::from(m.log_failing.is_none()),
+        ),
+        (
+            "percore_invocation_log_backlog_rows",
+            "Rows held in memory, waiting to be written to the invocation log.",
+            m.log_backlog,
+        ),
+    ] {
+        out.family(metric, "gauge", help);
         out.sample(metric, &[], value);
     }
     out.0

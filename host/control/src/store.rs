@@ -38,6 +38,10 @@ pub struct LimitsDoc {
     /// Instances one core keeps at most.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances_per_core: Option<usize>,
+    /// A trap writes a core dump when the guest's memories take at most this many MiB (absent:
+    /// no core dumps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coredump_mb: Option<usize>,
 }
 
 /// What a deployment is, apart from its component.
@@ -159,6 +163,15 @@ pub const FIRST_ID: u32 = 1 << 20;
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The file's device and inode when it was opened: a file removed or replaced under the
+    /// running host is noticed (SQLite in WAL mode would go on writing to the unlinked one).
+    identity: Option<(u64, u64)>,
+}
+
+/// The device and inode of a file, if it exists.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn db_error(path: &Path, source: rusqlite::Error) -> Error {
@@ -175,6 +188,7 @@ impl Store {
         let store = Self {
             conn,
             path: path.to_owned(),
+            identity: identity(path),
         };
         let check = || -> rusqlite::Result<()> {
             store.conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -216,6 +230,46 @@ impl Store {
             }
         })?;
         Ok(store)
+    }
+
+    /// If the database file was removed or replaced since it was opened, open the one now at
+    /// its path (creating it if there is none) and say so with `true`.
+    pub fn reopen_if_replaced(&mut self) -> Result<bool, Error> {
+        if self.identity.is_some() && identity(&self.path) == self.identity {
+            return Ok(false);
+        }
+        *self = Self::open(&self.path)?;
+        Ok(true)
+    }
+
+    /// Where the database is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write a deployment row as it is (id, version and times kept): what a database that was
+    /// replaced under the running host gets back.
+    pub fn restore_row(&mut self, row: &Stored) -> Result<(), Error> {
+        let doc = serde_json::to_string(&row.doc).map_err(|e| Error::Internal(e.to_string()))?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO deployments \
+                 (name, id, component, artifact, not_resettable, doc, version, created, updated) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    row.name,
+                    row.id,
+                    row.component,
+                    row.artifact.to_string_lossy(),
+                    row.not_resettable,
+                    doc,
+                    row.version,
+                    row.created,
+                    row.updated
+                ],
+            )
+            .map_err(|e| db_error(&self.path, e))?;
+        Ok(())
     }
 
     /// Every deployment, by name.

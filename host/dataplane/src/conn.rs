@@ -115,6 +115,13 @@ impl Conn {
         }
     }
 
+    /// A send completed and the output may have drained: answer requests held meanwhile.
+    pub(crate) fn resume(&mut self, server: &mut impl Serve, settings: &IntakeSettings<'_>) {
+        if self.life == Life::Open && !self.intake.resume(&mut self.out, server, settings) {
+            self.close();
+        }
+    }
+
     /// The peer closed its sending side.
     pub(crate) fn on_peer_closed(&mut self) {
         self.peer_closed = true;
@@ -201,17 +208,26 @@ impl Conn {
         self.intake.mid_request()
     }
 
-    /// At a clock tick: answer 408 to a request not complete by its deadline, or close a
-    /// connection idle for longer than `idle`. Returns the status of a request it ended.
-    pub(crate) fn on_tick(&mut self, now: Instant, idle: Duration) -> Option<u16> {
+    /// At a clock tick: answer 408 to a request not complete by its deadline, close a
+    /// connection idle for longer than `idle`, or end one whose client stopped reading.
+    pub(crate) fn on_tick(&mut self, now: Instant, idle: Duration) -> Tick {
+        let stalled =
+            (self.sending || !self.out.is_empty()) && now.duration_since(self.last_active) > idle;
+        if stalled && self.life != Life::Broken {
+            // The client has read nothing for the idle timeout while output waits: end the
+            // connection. The send in flight fails and gives its buffer back.
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            self.on_failed();
+            return Tick::Stalled;
+        }
         if self.life != Life::Open {
-            return None;
+            return Tick::Quiet;
         }
         if self.intake.expired(now) {
             self.intake.clear();
             percore_http::write_simple(&mut self.out, 408, &[], "request timeout\n", false);
             self.close();
-            return Some(408);
+            return Tick::TimedOut;
         }
         if !self.mid_request()
             && !self.sending
@@ -220,7 +236,7 @@ impl Conn {
         {
             self.close();
         }
-        None
+        Tick::Quiet
     }
 
     /// The server is stopping: an idle connection closes now; one with a request in progress
@@ -230,6 +246,17 @@ impl Conn {
             self.close();
         }
     }
+}
+
+/// What a clock tick did to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tick {
+    /// Nothing the core counts.
+    Quiet,
+    /// A request missed its deadline and was answered 408.
+    TimedOut,
+    /// The client read nothing for the idle timeout while output waited: ended.
+    Stalled,
 }
 
 /// A slab of connections addressed by tokens that carry a generation, so that a late completion
@@ -349,6 +376,63 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_pipelines_without_reading_holds_bounded_output() {
+        use crate::intake::OUT_HIGH_WATER;
+        let (mut conn, _client) = conn();
+        let mut server = Recorder::default();
+        let limits = percore_http::Limits::default();
+        let one = b"GET /x HTTP/1.1\r\nhost: t\r\n\r\n";
+        let many = one.repeat(30_000);
+        conn.on_bytes(&many, &mut server, &settings(&limits));
+        let answered = server.requests.len();
+        assert!(answered < 30_000, "every request answered at once");
+        assert!(conn.out.len() >= OUT_HIGH_WATER && conn.out.len() < OUT_HIGH_WATER + 1024);
+        // Nothing more is answered while the output waits, whatever arrives.
+        conn.on_bytes(&one.repeat(10), &mut server, &settings(&limits));
+        assert_eq!(server.requests.len(), answered);
+        // The client reads: the held requests are answered, in order.
+        while let Some(buf) = conn.take_send() {
+            assert!(buf.len() < OUT_HIGH_WATER + 1024);
+            conn.on_sent(Ok(buf.len()), buf, Instant::now());
+            conn.resume(&mut server, &settings(&limits));
+        }
+        assert_eq!(server.requests.len(), 30_010);
+        assert!(conn.is_open());
+        // Past a head and the high-water mark of held requests, reading stops.
+        for _ in 0..3 {
+            conn.on_bytes(&many, &mut server, &settings(&limits));
+        }
+        assert!(!conn.is_open(), "held {} bytes of requests", many.len() * 3);
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_disconnected_after_the_idle_timeout() {
+        let (mut conn, _client) = conn();
+        let mut server = Recorder::default();
+        let limits = percore_http::Limits::default();
+        conn.on_bytes(
+            b"GET /a HTTP/1.1\r\nhost: t\r\n\r\n",
+            &mut server,
+            &settings(&limits),
+        );
+        let buf = conn.take_send().unwrap();
+        let idle = Duration::from_secs(60);
+        assert_eq!(conn.on_tick(Instant::now() + idle / 2, idle), Tick::Quiet);
+        assert!(conn.is_open(), "not yet idle");
+        assert_eq!(conn.on_tick(Instant::now() + idle * 2, idle), Tick::Stalled);
+        assert!(!conn.is_open());
+        // The send in flight fails; nothing more is sent and the connection can go.
+        conn.on_sent(
+            Err(std::io::ErrorKind::BrokenPipe.into()),
+            buf,
+            Instant::now(),
+        );
+        assert!(conn.take_send().is_none());
+        conn.on_recv_ended();
+        assert!(conn.closing_steps().remove);
+    }
+
+    #[test]
     fn a_partial_send_keeps_the_rest_in_order() {
         let (mut conn, _client) = conn();
         let mut server = Recorder::default();
@@ -405,10 +489,10 @@ mod tests {
         assert!(conn.mid_request());
         assert_eq!(
             conn.on_tick(s.now + Duration::from_millis(1), Duration::from_secs(60)),
-            None
+            Tick::Quiet
         );
         let late = s.now + s.request_timeout + Duration::from_millis(1);
-        assert_eq!(conn.on_tick(late, Duration::from_secs(60)), Some(408));
+        assert_eq!(conn.on_tick(late, Duration::from_secs(60)), Tick::TimedOut);
         assert!(!conn.is_open() && !conn.mid_request());
         let out = conn.take_send().unwrap();
         assert!(
@@ -424,7 +508,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(
             conn.on_tick(now + Duration::from_secs(2), Duration::from_secs(1)),
-            None
+            Tick::Quiet
         );
         assert!(!conn.is_open());
         let (mut busy, _client) = self::conn();

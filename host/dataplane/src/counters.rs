@@ -60,6 +60,11 @@ pub struct Counters {
     /// Invocation records folded into an aggregate because the queue to the control plane was
     /// full.
     pub records_aggregated: u64,
+    /// Guest log records dropped at a request's log caps.
+    pub guest_logs_dropped: u64,
+    /// Connections ended because the client read nothing for the idle timeout while responses
+    /// waited.
+    pub clients_stalled: u64,
     /// Latency histogram of guest requests (buckets of `LATENCY_BUCKETS_US`, plus overflow).
     pub latency: [u64; LATENCY_BUCKETS_US.len() + 1],
 }
@@ -92,6 +97,8 @@ impl Counters {
         self.artifacts_evicted += other.artifacts_evicted;
         self.reset_pages_copied += other.reset_pages_copied;
         self.records_aggregated += other.records_aggregated;
+        self.guest_logs_dropped += other.guest_logs_dropped;
+        self.clients_stalled += other.clients_stalled;
         for (a, b) in self.latency.iter_mut().zip(other.latency) {
             *a += b;
         }

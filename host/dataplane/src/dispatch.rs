@@ -205,6 +205,7 @@ impl Dispatch {
             engine: &self.engine,
             counters: &mut self.meter.counters,
             reply,
+            coredump: None,
         };
         let call = Call {
             request: &request,
@@ -215,6 +216,7 @@ impl Dispatch {
         };
         let outcome = deployed.backend.run(call, &mut cx);
         let bytes_out = cx.reply.written() as u64;
+        let coredump = cx.coredump.take();
         let deployment = deployed.id;
         self.deployments
             .used(index, self.clock, was_mapped, &mut self.meter.counters);
@@ -236,6 +238,13 @@ impl Dispatch {
             requests: 1,
             cold_starts: u32::from(outcome.cold),
         });
+        if let Some(dump) = coredump {
+            self.meter.report(Report::CoreDump {
+                deployment,
+                request_id: id.packed(),
+                dump,
+            });
+        }
         outcome.status
     }
 }

@@ -88,6 +88,16 @@ pub enum Report {
         /// Its counters since it started.
         counters: Box<Counters>,
     },
+    /// A guest of a deployment that asked for core dumps trapped: its dump, for the control
+    /// plane to keep (lost, like a counter snapshot, if the queue is full).
+    CoreDump {
+        /// The deployment's id ([`Ready::id`]).
+        deployment: u32,
+        /// The request, as in [`InvocationRecord::request_id`].
+        request_id: u64,
+        /// The wasm core dump.
+        dump: Vec<u8>,
+    },
     /// The core has drained and stopped; every record it had is in the queue.
     Exited {
         /// The CPU.

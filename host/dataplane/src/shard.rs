@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use percore_engine::Engine;
 use percore_rt::uring::{Event, Uring, UringConfig};
 
-use crate::conn::{Conn, Conns};
+use crate::conn::{Conn, Conns, Tick};
 use crate::counters::Counters;
 use crate::dispatch::Dispatch;
 use crate::intake::IntakeSettings;
@@ -171,8 +171,16 @@ impl Shard {
                 let Some(conn) = self.conns.get_mut(token) else {
                     return;
                 };
-                let sent = conn.on_sent(result, buf, Instant::now());
+                let now = Instant::now();
+                let sent = conn.on_sent(result, buf, now);
                 self.dispatch.meter.counters.bytes_out += sent as u64;
+                let settings = IntakeSettings {
+                    limits: &self.config.http,
+                    draining: self.draining,
+                    request_timeout: self.config.request_timeout,
+                    now,
+                };
+                conn.resume(&mut self.dispatch, &settings);
                 self.dirty.push(token);
             }
             Event::Timer => {
@@ -273,10 +281,17 @@ impl Shard {
                 continue;
             };
             let was_open = conn.is_open();
-            if let Some(status) = conn.on_tick(now, self.config.idle_timeout) {
-                let counters = &mut self.dispatch.meter.counters;
-                counters.bad_requests += 1;
-                counters.status(status);
+            let counters = &mut self.dispatch.meter.counters;
+            match conn.on_tick(now, self.config.idle_timeout) {
+                Tick::Quiet => {}
+                Tick::TimedOut => {
+                    counters.bad_requests += 1;
+                    counters.status(408);
+                }
+                Tick::Stalled => {
+                    counters.clients_stalled += 1;
+                    self.dirty.push(token);
+                }
             }
             if was_open && !conn.is_open() {
                 self.dirty.push(token);

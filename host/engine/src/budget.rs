@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use percore_rt::cpu::thread_cpu_time;
 use wasmtime::{Store, UpdateDeadline};
 
-use crate::host::{CallClock, HostState, LogLevel, LogRecord, LogSource};
+use crate::host::{CallClock, CoreDump, HostState, LogLevel, LogRecord, LogSource};
 use crate::{Fault, TimeoutKind};
 
 /// Why the epoch callback stopped a guest.
@@ -73,6 +73,7 @@ pub(crate) fn finish(
         result,
         logs: std::mem::take(&mut state.logs),
         logs_dropped: state.logs_dropped,
+        coredump: state.coredump.take(),
         stats,
     }
 }
@@ -98,6 +99,7 @@ pub(crate) fn call_cpu(clock: &CallClock) -> Duration {
 /// Turn an error from guest code into a [`Fault`].
 pub(crate) fn classify(store: &mut Store<HostState>, error: wasmtime::Error) -> Fault {
     store.data_mut().drain_output();
+    take_coredump(store, &error);
     let state = store.data();
     if let Some(Interrupted(kind)) = error.downcast_ref::<Interrupted>() {
         let limit = match kind {
@@ -120,6 +122,25 @@ pub(crate) fn classify(store: &mut Store<HostState>, error: wasmtime::Error) -> 
         None => what,
     };
     Fault::Trap { message }
+}
+
+/// Serialise the trap's core dump while the guest's memories are as the trap left them, if the
+/// deployment asked for dumps and its memories fit the cap.
+fn take_coredump(store: &mut Store<HostState>, error: &wasmtime::Error) {
+    let limit = store.data().limits.coredump_max_bytes;
+    if limit == 0 {
+        return;
+    }
+    let Some(dump) = error.downcast_ref::<wasmtime::WasmCoreDump>() else {
+        return;
+    };
+    let memory: usize = dump.memories().iter().map(|m| m.data_size(&*store)).sum();
+    let coredump = if memory > limit {
+        CoreDump::TooLarge { memory, limit }
+    } else {
+        CoreDump::Dump(dump.serialize(&mut *store, "percore-guest"))
+    };
+    store.data_mut().coredump = Some(coredump);
 }
 
 /// The guest's panic message, if it left one: the SDK's panic hook logs it through the log import

@@ -16,8 +16,15 @@ pub struct Limits {
     pub max_response_body: usize,
     /// Most response header fields accepted from a guest.
     pub max_response_headers: usize,
+    /// Bytes of header names and values accepted from a guest.
+    pub max_response_header_bytes: usize,
     /// Log records kept per request (from the log import and from stdout/stderr lines).
     pub max_log_records: usize,
+    /// Bytes of log text (messages, keys, values) kept per request.
+    pub max_log_bytes: usize,
+    /// A trap writes a wasm core dump when the guest's memories are at most this many bytes;
+    /// 0 (the default) writes none.
+    pub coredump_max_bytes: usize,
     /// Bytes of stdout and stderr kept per request.
     pub max_output_bytes: usize,
 }
@@ -30,7 +37,10 @@ impl Default for Limits {
             wall_deadline: Duration::from_secs(1),
             max_response_body: 16 << 20,
             max_response_headers: 256,
+            max_response_header_bytes: 64 << 10,
             max_log_records: 100,
+            max_log_bytes: 256 << 10,
+            coredump_max_bytes: 0,
             max_output_bytes: 64 << 10,
         }
     }
@@ -79,7 +89,10 @@ impl EngineConfig {
             .memory_may_move(false)
             // wasmtime's `component-model-async` feature (for WASIp3) turns this on by default;
             // percore's guests run without it, and artifacts stay loadable across that change.
-            .concurrency_support(false);
+            .concurrency_support(false)
+            // A trap carries what a core dump needs (frames, memories); one is serialised only
+            // for deployments that ask (`Limits::coredump_max_bytes`).
+            .coredump_on_trap(true);
         config
     }
 }

@@ -67,6 +67,23 @@ pub enum LogSource {
     Stderr,
 }
 
+/// A wasm core dump of a guest that trapped ([the tool-conventions format][spec], which
+/// `wasm-tools` and `wasmgdb` read), or why none was written.
+///
+/// [spec]: https://github.com/WebAssembly/tool-conventions/blob/main/Coredump.md
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreDump {
+    /// The dump's bytes.
+    Dump(Vec<u8>),
+    /// The guest's memories were larger than the deployment's cap.
+    TooLarge {
+        /// Bytes of memory.
+        memory: usize,
+        /// The cap.
+        limit: usize,
+    },
+}
+
 /// One record a guest logged during a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
@@ -78,6 +95,18 @@ pub struct LogRecord {
     pub fields: Vec<(String, String)>,
     /// Where it came from.
     pub source: LogSource,
+}
+
+impl LogRecord {
+    /// Bytes of text it holds (message, keys and values).
+    pub fn size(&self) -> usize {
+        self.message.len()
+            + self
+                .fields
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
 }
 
 /// Bytes of header fields one wasi:http `fields` value may hold (in memory, so about twice what
@@ -146,6 +175,8 @@ pub struct HostState {
     config: Arc<BTreeMap<String, String>>,
     pub(crate) logs: Vec<LogRecord>,
     pub(crate) logs_dropped: usize,
+    /// The core dump of this call's trap, if the deployment asked for one.
+    pub(crate) coredump: Option<CoreDump>,
     pub(crate) clock: CallClock,
     monotonic_origin: Instant,
 }
@@ -182,6 +213,7 @@ impl HostState {
             config,
             logs: Vec::new(),
             logs_dropped: 0,
+            coredump: None,
             clock: CallClock {
                 wall_start: Instant::now(),
                 cpu_start: None,
@@ -190,8 +222,13 @@ impl HostState {
         }
     }
 
+    /// Keep a record while the request is under its count and byte caps; count it dropped
+    /// otherwise.
     pub(crate) fn push_log(&mut self, record: LogRecord) {
-        if self.logs.len() < self.limits.max_log_records {
+        let used: usize = self.logs.iter().map(LogRecord::size).sum();
+        if self.logs.len() < self.limits.max_log_records
+            && used + record.size() <= self.limits.max_log_bytes
+        {
             self.logs.push(record);
         } else {
             self.logs_dropped += 1;
@@ -311,6 +348,7 @@ impl log::Host for HostState {
 
     fn enabled(&mut self, _level: log::Level) -> bool {
         self.logs.len() < self.limits.max_log_records
+            && self.logs.iter().map(LogRecord::size).sum::<usize>() < self.limits.max_log_bytes
     }
 }
 

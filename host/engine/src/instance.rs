@@ -95,6 +95,8 @@ pub struct Invocation {
     pub logs: Vec<LogRecord>,
     /// Records dropped past the cap.
     pub logs_dropped: usize,
+    /// The core dump of a trap, when the deployment asks for them.
+    pub coredump: Option<crate::CoreDump>,
     /// Measurements.
     pub stats: CallStats,
 }
@@ -162,6 +164,7 @@ impl Handler {
                 result: Err(fault),
                 logs: Vec::new(),
                 logs_dropped: 0,
+                coredump: None,
                 stats: CallStats {
                     input: InputPath::Portable,
                     cpu: Duration::ZERO,
@@ -397,6 +400,7 @@ impl Instance {
         let state = self.memories.store().data_mut();
         state.logs.clear();
         state.logs_dropped = 0;
+        state.coredump = None;
     }
 
     /// Collect what the guest printed and logged, and package the call's outcome.
@@ -407,6 +411,7 @@ impl Instance {
             result,
             logs: std::mem::take(&mut state.logs),
             logs_dropped: state.logs_dropped,
+            coredump: state.coredump.take(),
             stats,
         }
     }
@@ -485,7 +490,7 @@ impl Instance {
     }
 
     fn call_portable(&mut self, request: &Request<'_>) -> Result<Response, Fault> {
-        let record = request.to_record();
+        let record = crate::message::to_record(request);
         let guest = self.bindings.edge_handler_guest();
         let response = guest
             .call_handle(self.memories.store(), &record)

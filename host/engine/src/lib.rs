@@ -38,7 +38,7 @@ pub use bare::BareHandler;
 pub use cgi::{CgiHandler, CgiSite};
 pub use config::{EngineConfig, Limits};
 pub use error::{Error, Fault, TimeoutKind};
-pub use host::{LogLevel, LogRecord, LogSource};
+pub use host::{CoreDump, LogLevel, LogRecord, LogSource};
 pub use instance::{
     CallStats, Handler, InputPath, InputPreference, Instance, Invocation, ResetError, StreamedBody,
 };

@@ -50,6 +50,13 @@ pub(crate) fn check_parts(
             limits.max_response_headers
         ));
     }
+    let header_bytes: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if header_bytes > limits.max_response_header_bytes {
+        return bad(format!(
+            "header fields of {header_bytes} bytes; the limit is {}",
+            limits.max_response_header_bytes
+        ));
+    }
     for (name, value) in &headers {
         if !is_token(name) {
             return bad(format!("header name {name:?} is not an HTTP token"));

@@ -107,6 +107,7 @@ impl HttpHandler {
                 result: Err(fault),
                 logs: Vec::new(),
                 logs_dropped: 0,
+                coredump: None,
                 stats: CallStats {
                     input: InputPath::Portable,
                     cpu: Duration::ZERO,
@@ -191,6 +192,7 @@ impl HttpInstance {
         let state = store.data_mut();
         state.logs.clear();
         state.logs_dropped = 0;
+        state.coredump = None;
         let result = if self.usable {
             start_clock(store);
             let limits = store.data().limits.clone();

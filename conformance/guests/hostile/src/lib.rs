@@ -6,6 +6,9 @@
 //! `/status?code=N`, `/body-on-204`, `/bad-header`, `/bad-header-name` and `/framing` answer
 //! with statuses and fields that test how a host holds guests to the contract; `/random`
 //! returns 16 random bytes in hex; `/spin?ms=N` is busy for N ms, then answers.
+//! Floods, each of which a host must cap: `/log-flood?n=N` makes N log calls of a 4 KiB message
+//! and 32 fields of 4 KiB keys and values; `/print-flood?mb=N` prints N MiB to stdout and to
+//! stderr; `/header-flood?n=N&kib=K` answers with N header fields of K KiB values.
 
 use std::hint::black_box;
 
@@ -19,6 +22,13 @@ fn recurse(depth: u64, trail: &mut Vec<u64>) -> u64 {
     trail.push(black_box(local[depth as usize % 16]));
     let below = recurse(depth + 1, trail);
     black_box(local[0] + below)
+}
+
+/// A numeric query parameter, `default` when absent.
+fn param(req: &Request, name: &str, default: usize) -> usize {
+    req.query_param(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[handler]
@@ -104,6 +114,36 @@ fn hostile(req: Request) -> Response {
             let bytes = percore_guest::random::bytes(16);
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             Response::text(200, hex)
+        }
+        "/log-flood" => {
+            let n = param(&req, "n", 1000);
+            let text = "l".repeat(4096);
+            let fields: Vec<(String, String)> = (0..32)
+                .map(|i| (format!("{i:04}{}", "k".repeat(4092)), text.clone()))
+                .collect();
+            let fields: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            for _ in 0..n {
+                percore_guest::log::log(percore_guest::log::Level::Info, &text, &fields);
+            }
+            Response::text(200, format!("logged {n} records"))
+        }
+        "/print-flood" => {
+            use std::io::Write;
+            let line = [b'p'; 1 << 16];
+            for _ in 0..param(&req, "mb", 8) * 16 {
+                let _ = std::io::stdout().write_all(&line);
+                let _ = std::io::stderr().write_all(&line);
+            }
+            Response::text(200, "printed")
+        }
+        "/header-flood" => {
+            let value = "h".repeat(param(&req, "kib", 1) << 10);
+            (0..param(&req, "n", 1000)).fold(Response::text(200, "headers"), |r, i| {
+                r.with_header(format!("x-flood-{i}"), value.clone())
+            })
         }
         _ => Response::text(404, "unknown behaviour"),
     }

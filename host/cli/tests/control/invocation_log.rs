@@ -72,12 +72,7 @@ fn the_invocation_log_holds_every_request_after_a_clean_shutdown() {
 
 #[test]
 fn the_invocation_log_goes_to_postgresql_when_configured() {
-    let Ok(url) = std::env::var("PERCORE_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("PERCORE_REQUIRE_POSTGRES").is_none(),
-            "PERCORE_TEST_POSTGRES is not set: start a server with scripts/pg-test-server.sh"
-        );
-        eprintln!("skipped: set PERCORE_TEST_POSTGRES (scripts/pg-test-server.sh start)");
+    let Some(url) = crate::test_postgres() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -16,8 +16,11 @@ use serde_json::Value;
 mod common;
 
 mod admin_errors;
+mod coredumps;
 mod data_plane;
 mod deploy;
+mod faults;
+mod floods;
 mod invocation_log;
 mod invoke;
 mod kinds;
@@ -91,6 +94,11 @@ impl Host {
             admin,
             stderr,
         }
+    }
+
+    /// The host's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Run `percore <args>` against this host's admin API.
@@ -216,6 +224,20 @@ pub(crate) fn get_many(url: &str, clients: usize, each: usize) -> usize {
         .into_iter()
         .map(|c| c.wait().lines().filter(|l| *l == "200").count())
         .sum()
+}
+
+/// The test PostgreSQL server's URL (`PERCORE_TEST_POSTGRES`), or `None` and a note that the
+/// test is skipped; a test run that requires PostgreSQL (`PERCORE_REQUIRE_POSTGRES`) fails.
+pub(crate) fn test_postgres() -> Option<String> {
+    let url = std::env::var("PERCORE_TEST_POSTGRES").ok();
+    if url.is_none() {
+        assert!(
+            std::env::var_os("PERCORE_REQUIRE_POSTGRES").is_none(),
+            "PERCORE_TEST_POSTGRES is not set: start a server with scripts/pg-test-server.sh"
+        );
+        eprintln!("skipped: set PERCORE_TEST_POSTGRES (scripts/pg-test-server.sh start)");
+    }
+    url
 }
 
 pub(crate) fn wrk() -> &'static str {

@@ -89,6 +89,31 @@ impl Plane {
         })
     }
 
+    /// `GET /v1/deployments/{name}/coredumps`: the deployment's core dumps, newest first.
+    pub fn coredumps(&self, name: &str) -> Result<Value, Failure> {
+        if !self.exists(name) {
+            return Err(fail(404, format!("no deployment `{name}`")));
+        }
+        Ok(match &self.coredumps {
+            Some(dumps) => dumps.list(name),
+            None => json!({ "deployment": name, "coredumps": [] }),
+        })
+    }
+
+    /// `GET /v1/deployments/{name}/coredumps/{file}`: one core dump's bytes.
+    pub fn coredump(&self, name: &str, file: &str) -> Result<Vec<u8>, Failure> {
+        self.coredumps
+            .as_ref()
+            .filter(|_| self.exists(name))
+            .and_then(|dumps| dumps.read(name, file))
+            .ok_or_else(|| {
+                fail(
+                    404,
+                    format!("deployment `{name}` has no core dump `{file}`"),
+                )
+            })
+    }
+
     /// Whether a deployment exists.
     pub fn exists(&self, name: &str) -> bool {
         self.dynamic.contains_key(name) || self.fixed.iter().any(|f| f.spec.name == name)

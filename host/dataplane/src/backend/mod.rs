@@ -68,6 +68,8 @@ pub(crate) struct Cx<'a> {
     pub(crate) counters: &'a mut Counters,
     /// Where the response goes.
     pub(crate) reply: Reply<'a>,
+    /// The core dump of a trap, for the control plane to keep.
+    pub(crate) coredump: Option<Vec<u8>>,
 }
 
 /// What running one request gave, for metering and the invocation log.
@@ -376,6 +378,24 @@ pub(crate) fn settle(
     cx.counters.request_bytes_copied += invocation.stats.request_bytes_copied as u64;
     for record in &invocation.logs {
         log_guest(deployment, id, record);
+    }
+    match invocation.coredump {
+        Some(percore_engine::CoreDump::Dump(dump)) => cx.coredump = Some(dump),
+        Some(percore_engine::CoreDump::TooLarge { memory, limit }) => tracing::warn!(
+            deployment,
+            request = %id,
+            "no core dump: the guest's memories take {memory} bytes, over the deployment's cap of {limit}"
+        ),
+        None => {}
+    }
+    if invocation.logs_dropped > 0 {
+        cx.counters.guest_logs_dropped += invocation.logs_dropped as u64;
+        tracing::warn!(
+            deployment,
+            request = %id,
+            "{} guest log records dropped: the request reached its log cap",
+            invocation.logs_dropped
+        );
     }
     match invocation.result {
         Ok(response) => {

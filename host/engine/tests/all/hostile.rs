@@ -192,3 +192,47 @@ fn a_faulted_instance_is_not_reused() {
         Err(Fault::Poisoned)
     );
 }
+
+#[test]
+fn a_trap_writes_a_core_dump_only_when_asked_and_within_its_cap() {
+    use percore_engine::CoreDump;
+    for input in PATHS {
+        let off = get("/panic").run("hostile", input);
+        assert!(off.coredump.is_none(), "off by default");
+        let on = Limits {
+            coredump_max_bytes: 64 << 20,
+            ..Limits::default()
+        };
+        let invocation = get("/panic").run_with("hostile", input, on, &[]);
+        assert!(matches!(invocation.result, Err(Fault::Trap { .. })));
+        let Some(CoreDump::Dump(dump)) = invocation.coredump else {
+            panic!("no core dump: {:?}", invocation.coredump);
+        };
+        // A wasm module with the tool conventions' `core` section, its memory among its data.
+        let mut sections = Vec::new();
+        for payload in wasmparser::Parser::new(0).parse_all(&dump) {
+            match payload.expect("the core dump parses as wasm") {
+                wasmparser::Payload::CustomSection(c) => sections.push(c.name().to_owned()),
+                wasmparser::Payload::DataSection(_) => sections.push("data".into()),
+                _ => {}
+            }
+        }
+        assert!(sections.iter().any(|s| s == "core"), "{sections:?}");
+        assert!(sections.iter().any(|s| s == "corestack"), "{sections:?}");
+        assert!(sections.iter().any(|s| s == "data"), "{sections:?}");
+        let tiny = Limits {
+            coredump_max_bytes: 1,
+            ..Limits::default()
+        };
+        let invocation = get("/panic").run_with("hostile", input, tiny, &[]);
+        assert!(
+            matches!(
+                invocation.coredump,
+                Some(CoreDump::TooLarge { limit: 1, .. })
+            ),
+            "{:?}",
+            invocation.coredump
+        );
+    }
+    still_serves();
+}
