@@ -164,6 +164,7 @@ def main():
     started = time.time()
     end = started + MINUTES * 60
     restarted = False
+    restart_at = None  # samples taken before the restart
     samples = []
     print(f"{'minute':>7} {'requests':>10} {'RSS MiB':>8} {'fds':>5} {'threads':>8}", flush=True)
     while time.time() < end:
@@ -175,6 +176,7 @@ def main():
             print(f"{minute:7.1f} {stats['sent']:10d} {sample[0]:8d} {sample[1]:5d} {sample[2]:8d}", flush=True)
         if not restarted and time.time() - started > MINUTES * 30:
             restarted = True
+            restart_at = len(samples)
             paused.set()
             time.sleep(0.5)  # let requests in flight finish
             host.stop()
@@ -197,7 +199,7 @@ def main():
     rss = [s[0] for s in samples]
     fds = [s[1] for s in samples]
     threads_n = [s[2] for s in samples]
-    half = len(samples) // 2
+    half = restart_at if restart_at is not None else len(samples)
     for name, series in (("RSS MiB", rss), ("open fds", fds), ("threads", threads_n)):
         if series:
             print(f"{name}: first {series[0]}, last {series[-1]}, max {max(series)}, "

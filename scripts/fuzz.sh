@@ -7,6 +7,7 @@
 #
 #   bash scripts/fuzz.sh [SECONDS]
 #   PERCORE_FUZZ_TARGETS="http_head chunked" bash scripts/fuzz.sh 30
+#   PERCORE_FUZZ_TARGETS=deploy_path bash scripts/fuzz.sh 600   # the deploy path (links wasmtime)
 #
 # The corpus grows in target/fuzz-corpus/TARGET (from the seeds in fuzz/seeds/TARGET).
 set -euo pipefail
@@ -26,7 +27,14 @@ passed=0
 for t in $targets; do
     mkdir -p "target/fuzz-corpus/$t"
     log="target/fuzz-$t.log"
-    if cargo fuzz run --fuzz-dir fuzz -s none "$t" "target/fuzz-corpus/$t" "fuzz/seeds/$t" -- \
+    dir=fuzz seeds=fuzz/seeds/$t
+    if [ "$t" = deploy_path ]; then
+        # Links wasmtime (an instrumented build of several minutes): a package of its own, not in
+        # the default list. Its seeds are the project's guests, as built.
+        dir=fuzz/deploy seeds=target/guests
+        [ -d "$seeds" ] || cargo build-guests
+    fi
+    if cargo fuzz run --fuzz-dir "$dir" -s none "$t" "target/fuzz-corpus/$t" "$seeds" -- \
         -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=1024 >"$log" 2>&1; then
         runs=$(awk '/stat::number_of_executed_units/ {print $2}' "$log")
         echo "ok    $t: ${runs:-?} executions in $seconds s, no crash"
