@@ -5,15 +5,23 @@
 # on), out-of-memory and timeouts are what they catch. A crash leaves its input in
 # fuzz/artifacts/TARGET/ and fails the run: make it a regression test, then fix it.
 #
-#   bash scripts/fuzz.sh [SECONDS]
+#   bash scripts/fuzz.sh [SECONDS]                               # every target
 #   PERCORE_FUZZ_TARGETS="http_head chunked" bash scripts/fuzz.sh 30
-#   PERCORE_FUZZ_TARGETS=deploy_path bash scripts/fuzz.sh 600   # the deploy path (links wasmtime)
+#   PERCORE_FUZZ_TARGETS="$(bash scripts/fuzz.sh --quick)" ...   # the six that build quickly
+#
+# deploy_path links wasmtime: its instrumented build takes several minutes, and it runs about
+# 20 executions a second on mutated guests (thousands on wasm-smith's modules).
 #
 # The corpus grows in target/fuzz-corpus/TARGET (from the seeds in fuzz/seeds/TARGET).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick="http_head http_differential chunked admin_request region_codec config_file"
+if [ "${1:-}" = --quick ]; then
+    echo "$quick"
+    exit 0
+fi
 seconds=${1:-60}
-targets=${PERCORE_FUZZ_TARGETS:-"http_head http_differential chunked admin_request region_codec config_file"}
+targets=${PERCORE_FUZZ_TARGETS:-"$quick deploy_path"}
 
 cargo_fuzz=target/tools/bin/cargo-fuzz
 if [ ! -x "$cargo_fuzz" ]; then
@@ -29,8 +37,7 @@ for t in $targets; do
     log="target/fuzz-$t.log"
     dir=fuzz seeds=fuzz/seeds/$t
     if [ "$t" = deploy_path ]; then
-        # Links wasmtime (an instrumented build of several minutes): a package of its own, not in
-        # the default list. Its seeds are the project's guests, as built.
+        # Links wasmtime: a package of its own. Its seeds are the project's guests, as built.
         dir=fuzz/deploy seeds=target/guests
         [ -d "$seeds" ] || cargo build-guests
     fi

@@ -459,7 +459,7 @@ impl Plane {
         let resettable = percore_engine::check_resettable(&bytes);
         let not_resettable = resettable.as_ref().err().map(ToString::to_string);
         let updated = self.dynamic.contains_key(name);
-        self.check_state();
+        self.refuse_if_state_unusable()?;
         let row = match &mut self.store {
             Some(store) => store
                 .put(
@@ -516,7 +516,7 @@ impl Plane {
         if !self.dynamic.contains_key(name) {
             return Err(fail(404, format!("no deployment `{name}`")));
         }
-        self.check_state();
+        self.refuse_if_state_unusable()?;
         if let Some(store) = &mut self.store {
             store.remove(name).map_err(|e| fail(500, error_chain(&e)))?;
         }

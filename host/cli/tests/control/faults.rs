@@ -268,3 +268,47 @@ fn postgresql_going_away_and_back_loses_no_record() {
         .get(0);
     assert_eq!(requests, 60);
 }
+
+#[test]
+fn a_state_database_corrupted_under_the_host_is_reported_and_recovers_when_moved_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let db = state.join("percore.db");
+    let host = Host::start(&state, &[]);
+    host.cli_ok(&["deploy", &guest("hello"), "--name", "hello", "--route", "/"]);
+    serve(&host, 10);
+    wait_rows(&host, 10.0);
+    // What a bad restore or a stray tool leaves: a file at the path that is not SQLite.
+    let garbage = state.join("garbage");
+    std::fs::write(&garbage, vec![0xa5u8; 64 * 1024]).unwrap();
+    std::fs::rename(&garbage, &db).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    serve(&host, 20);
+    let body = health_until(&host, |b| {
+        degraded(b, "state_database") && degraded(b, "invocation_log")
+    });
+    assert!(
+        body.to_string().contains("corrupt or not SQLite"),
+        "/healthz does not say what is wrong: {body}"
+    );
+    // A deploy is refused with the reason, and nothing is half done.
+    let out = host.cli(&["deploy", &guest("hello"), "--name", "other", "--route", "/o"]);
+    assert!(!out.status.success(), "a deploy succeeded on a corrupt database");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("corrupt or not SQLite"), "{said}");
+    assert_eq!(host.ls(), vec![("hello".to_owned(), 1)]);
+    // The operator moves the file away: the host makes a new one, writes the deployment back
+    // into it, and the records it held meanwhile follow.
+    std::fs::rename(&db, state.join("percore.db.corrupt")).unwrap();
+    health_until(&host, |b| b["degraded"].as_array().is_some_and(Vec::is_empty));
+    serve(&host, 5);
+    wait_rows(&host, 35.0);
+    host.stop();
+    assert_eq!(logged(&db, "hello"), 25);
+    let host = Host::start(&state, &[]);
+    assert_eq!(host.ls(), vec![("hello".to_owned(), 1)]);
+    serve(&host, 1);
+    host.stop();
+}

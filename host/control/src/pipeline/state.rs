@@ -43,8 +43,21 @@ impl Plane {
         self.state_watch.error.as_deref()
     }
 
-    /// Look now (before a deploy or a removal writes to it).
-    pub(super) fn check_state(&mut self) {
+    /// Look now, before a deploy or a removal writes to the database: while the file at its path
+    /// cannot be used, the change is refused (503) rather than written into a file that was
+    /// replaced and would be lost at the next restart.
+    pub(super) fn refuse_if_state_unusable(&mut self) -> Result<(), super::Failure> {
+        self.check_state();
+        match self.state_error() {
+            Some(why) => Err(super::fail(
+                503,
+                format!("nothing was changed: the state database cannot be used: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn check_state(&mut self) {
         self.state_watch.checked = Instant::now();
         let Some(store) = self.store.as_mut() else {
             return;
