@@ -92,24 +92,62 @@ pub struct Case {
     pub dir: PathBuf,
 }
 
+/// What one run serves: a kind of guest, and the probe that stands in for every guest when the
+/// command line names one (`--probe edge=probe-python`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
+    pub kind: Kind,
+    /// A guest (from the guests folder) given with `--probe` for this kind.
+    pub probe: Option<&'a str>,
+}
+
+impl fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.probe {
+            Some(probe) => write!(f, "{}:{probe}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
 impl Case {
-    /// The name of the case's run for `kind`, as reported and as expected-failures.txt lists it:
-    /// the case's name for `edge`, `name [kind]` for the others.
-    pub fn run_name(&self, kind: Kind) -> String {
-        match kind {
-            Kind::Edge => self.name.clone(),
-            _ => format!("{} [{kind}]", self.name),
+    /// The name of the case's run for `target`, as reported and as expected-failures.txt lists
+    /// it: the case's name for `edge`, `name [kind]` for the others, `name [kind:probe]` with a
+    /// probe from the command line.
+    pub fn run_name(&self, target: Target) -> String {
+        match target {
+            Target {
+                kind: Kind::Edge,
+                probe: None,
+            } => self.name.clone(),
+            _ => format!("{} [{target}]", self.name),
         }
     }
 
-    /// The deployments the host serves for `kind`: the case's own for `edge`; for another kind
-    /// each guest is replaced by that kind's probe (or the deployment's `probe`), configured
-    /// with the role it plays: the name of the guest it stands in for.
-    pub fn deployments_for(&self, kind: Kind) -> Vec<Deployment> {
+    /// Whether the case runs against `target`: it lists the kind, and for a probe standing in
+    /// for `edge` guests (a guest in another language) the case also lists another kind, which
+    /// makes it a check of the host's doing that any guest can ask for, not of the Rust SDK.
+    pub fn runs_against(&self, target: Target) -> bool {
+        self.kinds.contains(&target.kind)
+            && (target.kind != Kind::Edge
+                || target.probe.is_none()
+                || self.kinds.iter().any(|&k| k != Kind::Edge))
+    }
+
+    /// The deployments the host serves for `target`: the case's own for `edge`; for another kind
+    /// each guest is replaced by that kind's probe (or the deployment's `probe`), and with a
+    /// probe from the command line by that one, configured with the role it plays: the name of
+    /// the guest it stands in for.
+    pub fn deployments_for(&self, target: Target) -> Vec<Deployment> {
         let mut deployments = self.deployments.clone();
-        if let Some(probe) = kind.probe() {
+        let default = target.probe.or_else(|| target.kind.probe());
+        if let Some(default) = default {
             for d in &mut deployments {
-                let probe = d.probe.take().unwrap_or_else(|| probe.to_owned());
+                let chosen = d.probe.take();
+                let probe = match target.probe {
+                    Some(given) => given.to_owned(),
+                    None => chosen.unwrap_or_else(|| default.to_owned()),
+                };
                 let role = std::mem::replace(&mut d.guest, probe);
                 d.config.insert(PROBE_ROLE.to_owned(), role);
             }

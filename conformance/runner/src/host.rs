@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::case::{Case, Deployment, Kind};
+use crate::case::{Case, Deployment, Target};
 
 /// A free loopback port (bound, read, released).
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
@@ -15,11 +15,11 @@ pub fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// The manifest for a case's run against `kind`: percore's configuration format (see
+/// The manifest for a case's run against `target`: percore's configuration format (see
 /// conformance/README.md).
 pub fn manifest(
     case: &Case,
-    kind: Kind,
+    target: Target,
     guests: &Path,
     addr: SocketAddr,
 ) -> anyhow::Result<String> {
@@ -41,7 +41,7 @@ pub fn manifest(
     if let Some(v) = case.host.request_timeout_ms {
         out.push_str(&format!("request_timeout_ms = {v}\n"));
     }
-    for d in &case.deployments_for(kind) {
+    for d in &case.deployments_for(target) {
         out.push_str(&deployment(d, guests)?);
     }
     Ok(out)

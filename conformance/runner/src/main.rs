@@ -19,7 +19,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use crate::case::{Case, Kind};
+use crate::case::{Case, Kind, Target};
 use crate::report::{Outcome, Status};
 
 /// Run the conformance suite against a host.
@@ -44,6 +44,13 @@ struct Args {
     /// manifest to print.
     #[arg(long = "kind", value_enum, value_name = "KIND")]
     kinds: Vec<Kind>,
+    /// Serve this guest in place of every guest of the runs against KIND (repeatable, one per
+    /// kind): `--probe edge=probe-python` runs the cases that any `edge:handler` guest can pass
+    /// (those that also list another kind) against a guest written in another language, which
+    /// answers as the guest it stands in for (its role, in `PROBE_ROLE`). Runs are then named
+    /// `CASE [edge:probe-python]`.
+    #[arg(long = "probe", value_name = "KIND=GUEST", value_parser = parse_probe)]
+    probes: Vec<(Kind, String)>,
     /// The cases folder.
     #[arg(long, default_value = "conformance/cases")]
     cases: PathBuf,
@@ -68,6 +75,34 @@ struct Args {
     print_manifest: Option<String>,
 }
 
+fn parse_probe(text: &str) -> Result<(Kind, String), String> {
+    let (kind, guest) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected KIND=GUEST, as in edge=probe-python"))?;
+    let kind = Kind::from_name(kind)
+        .ok_or_else(|| format!("no kind of guest `{kind}` (edge, wasi-http, cgi)"))?;
+    if guest.is_empty() || guest.contains(['/', '.']) {
+        return Err(format!(
+            "`{guest}`: name a guest of the guests folder, without `.wasm`"
+        ));
+    }
+    Ok((kind, guest.to_owned()))
+}
+
+impl Args {
+    /// What runs against `kind` serve.
+    fn target(&self, kind: Kind) -> Target<'_> {
+        Target {
+            kind,
+            probe: self
+                .probes
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, guest)| guest.as_str()),
+        }
+    }
+}
+
 fn expected_failures(path: &PathBuf) -> anyhow::Result<BTreeSet<String>> {
     if !path.exists() {
         return Ok(BTreeSet::new());
@@ -90,10 +125,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether the command line selects `case`'s run against `kind`.
-fn selected(args: &Args, case: &Case, kind: Kind) -> bool {
-    let name = case.run_name(kind);
-    (args.kinds.is_empty() || args.kinds.contains(&kind))
+/// Whether the command line selects `case`'s run against `target`.
+fn selected(args: &Args, case: &Case, target: Target) -> bool {
+    let name = case.run_name(target);
+    (args.kinds.is_empty() || args.kinds.contains(&target.kind))
         && (args.filter.is_empty() || args.filter.iter().any(|f| name.contains(f.as_str())))
 }
 
@@ -106,6 +141,8 @@ fn named_run<'a>(
 ) -> anyhow::Result<(&'a Case, Kind)> {
     let (case_name, kind) = match name.strip_suffix(']').and_then(|n| n.rsplit_once(" [")) {
         Some((case_name, kind)) => {
+            // `CASE [KIND:PROBE]`: the probe comes from --probe.
+            let kind = kind.split_once(':').map_or(kind, |(kind, _)| kind);
             let kind = Kind::from_name(kind)
                 .with_context(|| format!("no kind of guest `{kind}` (edge, wasi-http, cgi)"))?;
             (case_name, Some(kind))
@@ -138,21 +175,27 @@ fn run() -> anyhow::Result<bool> {
         let (case, kind) = named_run(&cases, name, &args.kinds)?;
         print!(
             "{}",
-            host::manifest(case, kind, &args.guests, "127.0.0.1:8080".parse()?)?
+            host::manifest(
+                case,
+                args.target(kind),
+                &args.guests,
+                "127.0.0.1:8080".parse()?
+            )?
         );
         return Ok(true);
     }
     // Every run: each case against each kind it lists, in the order of `Kind::ALL`.
-    let all: Vec<(&Case, Kind)> = cases
+    let all: Vec<(&Case, Target)> = cases
         .iter()
         .flat_map(|c| {
             Kind::ALL
                 .into_iter()
-                .filter(|k| c.kinds.contains(k))
-                .map(move |k| (c, k))
+                .map(|k| args.target(k))
+                .filter(|&t| c.runs_against(t))
+                .map(move |t| (c, t))
         })
         .collect();
-    let runs: Vec<(&Case, Kind)> = all
+    let runs: Vec<(&Case, Target)> = all
         .iter()
         .copied()
         .filter(|&(c, k)| selected(&args, c, k))
@@ -161,8 +204,9 @@ fn run() -> anyhow::Result<bool> {
         for case in &cases {
             let kinds: Vec<&str> = Kind::ALL
                 .into_iter()
-                .filter(|&k| runs.iter().any(|&(c, rk)| c.name == case.name && rk == k))
-                .map(Kind::name)
+                .map(|k| args.target(k))
+                .filter(|&t| runs.iter().any(|&(c, rt)| c.name == case.name && rt == t))
+                .map(|t| t.to_string())
                 .collect();
             if !kinds.is_empty() {
                 println!(
@@ -179,7 +223,7 @@ fn run() -> anyhow::Result<bool> {
     if runs.is_empty() {
         bail!("no case selected");
     }
-    if args.url.is_some() && runs.iter().any(|&(_, k)| k != runs[0].1) {
+    if args.url.is_some() && runs.iter().any(|&(_, t)| t != runs[0].1) {
         bail!("a running host (--url) serves one kind of guest: select one with --kind");
     }
     let xfail = expected_failures(&args.expected_failures)?;
@@ -194,10 +238,10 @@ fn run() -> anyhow::Result<bool> {
     let work = std::env::temp_dir().join(format!("percore-conformance-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let mut outcomes = Vec::new();
-    for &(case, kind) in &runs {
-        let name = case.run_name(kind);
+    for &(case, target) in &runs {
+        let name = case.run_name(target);
         let started = Instant::now();
-        let result = run_case(case, kind, &args, &work);
+        let result = run_case(case, target, &args, &work);
         let expected_to_fail = xfail.contains(&name);
         let (status, message) = match (result, expected_to_fail) {
             (Ok(()), false) => (Status::Pass, String::new()),
@@ -211,7 +255,8 @@ fn run() -> anyhow::Result<bool> {
         let outcome = Outcome {
             name,
             case: case.name.clone(),
-            kind,
+            kind: target.kind,
+            probe: target.probe.map(str::to_owned),
             description: case.description.clone(),
             status,
             message,
@@ -238,14 +283,20 @@ fn run() -> anyhow::Result<bool> {
     Ok(failed == 0)
 }
 
-fn run_case(case: &Case, kind: Kind, args: &Args, work: &std::path::Path) -> anyhow::Result<()> {
+fn run_case(
+    case: &Case,
+    target: Target,
+    args: &Args,
+    work: &std::path::Path,
+) -> anyhow::Result<()> {
+    let kind = target.kind;
     match (&args.host, &args.url) {
         (Some(command), _) => {
             let addr = host::free_addr()?;
             let manifest_path = work.join(format!("{}.{kind}.toml", case.name));
             std::fs::write(
                 &manifest_path,
-                host::manifest(case, kind, &args.guests, addr)?,
+                host::manifest(case, target, &args.guests, addr)?,
             )?;
             let log = work.join(format!("{}.{kind}.log", case.name));
             let mut host = host::Host::start(command, &manifest_path, addr, &log)?;

@@ -15,11 +15,14 @@ pub enum Status {
 /// How one run (a case against one kind of guest) went.
 #[derive(Debug)]
 pub struct Outcome {
-    /// The run's name: `CASE` for `edge`, `CASE [KIND]` for the other kinds.
+    /// The run's name: `CASE` for `edge`, `CASE [KIND]` for the other kinds, `CASE [KIND:PROBE]`
+    /// with a probe from the command line.
     pub name: String,
     /// The case's name.
     pub case: String,
     pub kind: Kind,
+    /// The guest given with `--probe` for this kind, if any.
+    pub probe: Option<String>,
     pub description: String,
     pub status: Status,
     pub message: String,
@@ -57,6 +60,7 @@ pub fn write_json(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
                 "name": o.name,
                 "case": o.case,
                 "kind": o.kind.name(),
+                "probe": o.probe,
                 "description": o.description,
                 "status": match o.status { Status::Pass => "pass", Status::Fail => "fail", Status::ExpectedFailure => "expected_failure" },
                 "message": o.message,

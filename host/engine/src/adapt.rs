@@ -1,30 +1,37 @@
-//! Preview 1 command modules (`cargo build --target wasm32-wasip1` of a `fn main`, a C or Go
-//! `main`) become components at deploy, through the WASI preview 1 command adapter that ships
-//! with this wasmtime release.
+//! Core modules built against a WIT world (a C guest compiled with clang and `wit-bindgen c`,
+//! which embeds the world in a `component-type` custom section) become components at deploy,
+//! as `wasm-tools component new` makes them: the world's imports and exports are lifted, and a
+//! module importing WASI preview 1 (a wasi-libc program) gets the preview 1 reactor adapter
+//! that ships with this wasmtime release.
 
 use wasi_preview1_component_adapter_provider::{
-    WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
+    WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME, WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
 };
 
 use crate::Error;
 
-/// The component of a preview 1 command module: it exports `wasi:cli/run@0.2.x` and imports
-/// WASI 0.2.
-pub(crate) fn command_component(module: &[u8]) -> Result<Vec<u8>, Error> {
+/// Whether a custom section of this name holds a WIT world for `wit-component`.
+pub(crate) fn is_world_section(name: &str) -> bool {
+    name.starts_with("component-type")
+}
+
+/// The component of a core module that carries its WIT world.
+pub(crate) fn world_component(module: &[u8], imports_preview1: bool) -> Result<Vec<u8>, Error> {
     let adapt = |e: anyhow::Error| {
         Error::Invalid(format!(
-            "cannot turn this WASI preview 1 command module into a component: {e:#}"
+            "cannot turn this core module and the WIT world it carries into a component: {e:#}"
         ))
     };
-    wit_component::ComponentEncoder::default()
+    let mut encoder = wit_component::ComponentEncoder::default()
         .module(module)
-        .map_err(adapt)?
-        .adapter(
-            WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
-            WASI_SNAPSHOT_PREVIEW1_COMMAND_ADAPTER,
-        )
-        .map_err(adapt)?
-        .validate(true)
-        .encode()
-        .map_err(adapt)
+        .map_err(adapt)?;
+    if imports_preview1 {
+        encoder = encoder
+            .adapter(
+                WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+            .map_err(adapt)?;
+    }
+    encoder.validate(true).encode().map_err(adapt)
 }

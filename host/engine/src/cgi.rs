@@ -2,13 +2,19 @@
 //! command's stdin, the request its environment and arguments, its stdout the response (with
 //! an optional CGI header block), its stderr the request's log. Each request runs a fresh
 //! instance: `wasi:cli/run` is a one-shot entry point.
+//!
+//! A command comes as a component exporting `wasi:cli/run`, or as a WASI preview 1 core module
+//! exporting `_start`, which runs as it is against wasmtime's own preview 1 implementation.
+//! (Adapting such a module into a component puts the adapter's state in a page of the guest's
+//! memory that the adapter grows for itself; Go's allocator assumes it owns all memory up to
+//! its break and overwrites that page, so Go programs crashed that way.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wasmtime::Store;
 use wasmtime::component::Component;
+use wasmtime::{InstancePre, Module, Store};
 use wasmtime_wasi::I32Exit;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
@@ -51,8 +57,17 @@ impl Default for CgiSite<'_> {
 /// A linked WASI command, ready to instantiate.
 #[derive(Clone)]
 pub struct CgiHandler {
-    pre: CommandPre<HostState>,
+    entry: Entry,
     runtime: Arc<tokio::runtime::Runtime>,
+}
+
+/// What a request instantiates and runs.
+#[derive(Clone)]
+enum Entry {
+    /// A component's `wasi:cli/run`.
+    Component(CommandPre<HostState>),
+    /// A preview 1 core module's `_start`.
+    Module(InstancePre<HostState>),
 }
 
 impl std::fmt::Debug for CgiHandler {
@@ -69,7 +84,19 @@ impl CgiHandler {
             .map_err(|e| Error::Link(format!("{e:#}")))?;
         let pre = CommandPre::new(pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
         Ok(Self {
-            pre,
+            entry: Entry::Component(pre),
+            runtime: engine.runtime()?,
+        })
+    }
+
+    /// A preview 1 command module (imports only `wasi_snapshot_preview1`, exports `_start`).
+    pub(crate) fn from_module(engine: &Engine, module: &Module) -> Result<Self, Error> {
+        let pre = engine
+            .p1_linker()
+            .instantiate_pre(module)
+            .map_err(|e| Error::Link(format!("{e:#}")))?;
+        Ok(Self {
+            entry: Entry::Module(pre),
             runtime: engine.runtime()?,
         })
     }
@@ -103,9 +130,18 @@ impl CgiHandler {
             .stdin(MemoryInputPipe::new(Bytes::copy_from_slice(request.body)))
             .envs(&cgi_protocol::environment(&cgi, &extra))
             .args(&cgi_protocol::arguments(&cgi));
-        let state = HostState::with_wasi(limits.clone(), config, output, builder.build());
-        let mut store = new_store(self.pre.engine(), state);
-        let ran = self.runtime.block_on(run(&self.pre, &mut store, &limits));
+        let (state, engine) = match &self.entry {
+            Entry::Component(pre) => (
+                HostState::with_wasi(limits.clone(), config, output, builder.build()),
+                pre.engine(),
+            ),
+            Entry::Module(pre) => (
+                HostState::with_p1(limits.clone(), config, output, builder.build_p1()),
+                pre.module().engine(),
+            ),
+        };
+        let mut store = new_store(engine, state);
+        let ran = self.runtime.block_on(run(&self.entry, &mut store, &limits));
         let (bytes, overflow) = stdout.take();
         let result = match ran {
             // A command stopped for writing too much reports that, not the failure it then hit.
@@ -129,16 +165,21 @@ impl CgiHandler {
 }
 
 /// Instantiate and run the command within the wall deadline.
-async fn run(
-    pre: &CommandPre<HostState>,
-    store: &mut Store<HostState>,
-    limits: &Limits,
-) -> Result<(), Fault> {
+async fn run(entry: &Entry, store: &mut Store<HostState>, limits: &Limits) -> Result<(), Fault> {
     let deadline = limits.wall_deadline;
     let started = store.data().clock.wall_start;
     let call = async {
-        let command = pre.instantiate_async(&mut *store).await?;
-        command.wasi_cli_run().call_run(&mut *store).await
+        match entry {
+            Entry::Component(pre) => {
+                let command = pre.instantiate_async(&mut *store).await?;
+                command.wasi_cli_run().call_run(&mut *store).await
+            }
+            Entry::Module(pre) => {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+                start.call_async(&mut *store, ()).await.map(Ok)
+            }
+        }
     };
     let left = deadline.saturating_sub(started.elapsed());
     match tokio::time::timeout(left, call).await {
@@ -150,6 +191,11 @@ async fn run(
         Ok(Ok(Err(()))) => Err(Fault::Exit { code: 1 }),
         Ok(Err(e)) => match e.downcast_ref::<I32Exit>() {
             Some(I32Exit(0)) => Ok(()),
+            // A runtime that exits when its memory cannot grow (Go's "out of memory") ran out
+            // of memory, whatever status it chose.
+            Some(I32Exit(_)) if store.data().memory.denied => Err(Fault::OutOfMemory {
+                limit: store.data().memory.limit,
+            }),
             Some(I32Exit(code)) => Err(Fault::Exit { code: *code }),
             None => Err(classify(store, e)),
         },

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
@@ -166,6 +167,8 @@ pub(crate) struct CallClock {
 /// Per-instance host state: the store's data.
 pub struct HostState {
     wasi: WasiCtx,
+    /// The WASI preview 1 context of a command run as a core module (none for components).
+    p1: Option<WasiP1Ctx>,
     pub(crate) table: ResourceTable,
     http: WasiHttpCtx,
     outbound: DenyOutbound,
@@ -201,6 +204,7 @@ impl HostState {
         table.set_max_capacity(MAX_RESOURCES);
         Self {
             wasi,
+            p1: None,
             table,
             http,
             outbound: DenyOutbound,
@@ -220,6 +224,28 @@ impl HostState {
             },
             monotonic_origin: Instant::now(),
         }
+    }
+
+    /// State for a preview 1 command module: its WASI context is `p1`; the component WASI
+    /// context stays closed and unused.
+    pub(crate) fn with_p1(
+        limits: Arc<Limits>,
+        config: Arc<BTreeMap<String, String>>,
+        output: SharedOutput,
+        p1: WasiP1Ctx,
+    ) -> Self {
+        let closed = wasi::closed_ctx(&output);
+        let mut state = Self::with_wasi(limits, config, output, closed);
+        state.p1 = Some(p1);
+        state
+    }
+
+    /// The preview 1 context, for the preview 1 linker. Only stores made by [`Self::with_p1`]
+    /// instantiate modules linked against it, so it is always there.
+    pub(crate) fn p1(&mut self) -> &mut WasiP1Ctx {
+        self.p1
+            .as_mut()
+            .expect("a preview 1 command's store is made with its WASI context")
     }
 
     /// Keep a record while the request is under its count and byte caps; count it dropped

@@ -97,15 +97,15 @@ pub(crate) const PLATFORM_FUNCTIONS: [&str; 1] = ["now"];
 /// The module a preview 1 command imports from.
 pub(crate) const PREVIEW1: &str = "wasi_snapshot_preview1";
 
-/// A binary whose kind is known, ready to compile: a preview 1 command module has been adapted
-/// into a component.
+/// A binary whose kind is known, ready to compile: a core module that carries its WIT world
+/// has been made into a component.
 #[derive(Debug)]
 pub struct Detected<'a> {
     /// The kind.
     pub kind: GuestKind,
-    /// What to compile: the input, or the component made from a preview 1 module.
+    /// What to compile: the input, or the component made from a core module and its world.
     pub bytes: Cow<'a, [u8]>,
-    /// Whether `bytes` is a core module (only bare modules are compiled as modules).
+    /// Whether `bytes` is a core module (a bare module or a preview 1 command).
     pub core_module: bool,
 }
 
@@ -113,6 +113,8 @@ pub struct Detected<'a> {
 #[derive(Debug, Default)]
 struct Shape {
     component: bool,
+    /// A core module with a `component-type` custom section: the WIT world it was built for.
+    world: bool,
     exports: Vec<String>,
     imports: Vec<(String, String)>,
 }
@@ -130,6 +132,11 @@ fn shape(bytes: &[u8]) -> Result<Shape, Error> {
                 }
             }
             Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::CustomSection(section)
+                if depth == 1 && crate::adapt::is_world_section(section.name()) =>
+            {
+                shape.world = true;
+            }
             Payload::ComponentExportSection(reader) if depth == 1 => {
                 for export in reader {
                     let export = export.map_err(|e| Error::Invalid(e.to_string()))?;
@@ -184,22 +191,32 @@ pub(crate) fn component_kind(exports: &[String]) -> Option<GuestKind> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Form {
     Component,
+    /// A bare module, or a preview 1 command module (run against wasmtime's preview 1).
     CoreModule,
-    /// A preview 1 command module, adapted into a component first.
-    Preview1Command,
 }
 
 /// The kind of a binary (a component or core module, binary or text format), without
 /// compiling or adapting anything.
 pub fn kind_of(bytes: &[u8]) -> Result<GuestKind, Error> {
-    let bytes = crate::validate::binary(bytes)?;
+    let bytes = lift_world_module(crate::validate::binary(bytes)?)?;
     classify(&bytes).map(|(kind, _)| kind)
 }
 
-/// Tell the kind of a binary (a component or core module, binary or text format), adapting a
-/// preview 1 command module into a component on the way.
+/// A core module carrying its WIT world (`wit-bindgen c`'s `component-type` section) made into
+/// the component it describes; anything else as it is.
+fn lift_world_module(bytes: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, Error> {
+    let shape = shape(&bytes)?;
+    if shape.component || !shape.world {
+        return Ok(bytes);
+    }
+    let preview1 = shape.imports.iter().any(|(m, _)| m == PREVIEW1);
+    crate::adapt::world_component(&bytes, preview1).map(Cow::Owned)
+}
+
+/// Tell the kind of a binary (a component or core module, binary or text format), making a
+/// core module that carries its WIT world into a component on the way.
 pub fn detect(bytes: &[u8]) -> Result<Detected<'_>, Error> {
-    let bytes = crate::validate::binary(bytes)?;
+    let bytes = lift_world_module(crate::validate::binary(bytes)?)?;
     let (kind, form) = classify(&bytes)?;
     Ok(match form {
         Form::Component => Detected {
@@ -211,11 +228,6 @@ pub fn detect(bytes: &[u8]) -> Result<Detected<'_>, Error> {
             kind,
             bytes,
             core_module: true,
-        },
-        Form::Preview1Command => Detected {
-            kind,
-            bytes: Cow::Owned(crate::adapt::command_component(&bytes)?),
-            core_module: false,
         },
     })
 }
@@ -237,7 +249,7 @@ fn classify(bytes: &[u8]) -> Result<(GuestKind, Form), Error> {
                  which a command adapted to WASI 0.2 cannot have"
             )));
         }
-        return Ok((GuestKind::Cgi, Form::Preview1Command));
+        return Ok((GuestKind::Cgi, Form::CoreModule));
     }
     let foreign = shape
         .imports

@@ -70,6 +70,8 @@ pub struct Engine {
     wasi_linker: Arc<Linker<HostState>>,
     /// The `platform` imports of bare modules.
     bare_linker: Arc<wasmtime::Linker<HostState>>,
+    /// WASI preview 1, for command modules.
+    p1_linker: Arc<wasmtime::Linker<HostState>>,
     /// Drives asynchronous guest calls on this engine's thread (made on first use).
     runtime: OnceLock<Arc<tokio::runtime::Runtime>>,
     config: EngineConfig,
@@ -106,11 +108,15 @@ impl Engine {
         host::add_wasi_to_linker(&mut wasi_linker).map_err(Error::engine)?;
         let mut bare_linker = wasmtime::Linker::new(&inner);
         bare::add_platform_to_linker(&mut bare_linker).map_err(Error::engine)?;
+        let mut p1_linker = wasmtime::Linker::new(&inner);
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, HostState::p1)
+            .map_err(Error::engine)?;
         Ok(Self {
             inner,
             linker: Arc::new(linker),
             wasi_linker: Arc::new(wasi_linker),
             bare_linker: Arc::new(bare_linker),
+            p1_linker: Arc::new(p1_linker),
             runtime: OnceLock::new(),
             config,
             _ticker: None,
@@ -138,8 +144,7 @@ impl Engine {
         self.compile_guest(bytes).map(|c| c.artifact)
     }
 
-    /// Tell a guest's kind, check it and compile it ahead of time (a preview 1 command module
-    /// is adapted into a component first).
+    /// Tell a guest's kind, check it and compile it ahead of time.
     pub fn compile_guest(&self, bytes: &[u8]) -> Result<Compiled, Error> {
         let detected = detect(bytes)?;
         let kind = detected.kind;
@@ -249,6 +254,9 @@ impl Engine {
     }
 
     fn link_module(&self, module: &Module) -> Result<Guest, Error> {
+        if module.imports().any(|i| i.module() == kind::PREVIEW1) {
+            return Ok(Guest::Cgi(CgiHandler::from_module(self, module)?));
+        }
         Ok(Guest::Bare(BareHandler::new(self, module)?))
     }
 
@@ -266,6 +274,10 @@ impl Engine {
 
     pub(crate) fn bare_linker(&self) -> &wasmtime::Linker<HostState> {
         &self.bare_linker
+    }
+
+    pub(crate) fn p1_linker(&self) -> &wasmtime::Linker<HostState> {
+        &self.p1_linker
     }
 
     /// The current-thread runtime that drives this engine's asynchronous guest calls (only

@@ -294,15 +294,27 @@ fn a_state_database_corrupted_under_the_host_is_reported_and_recovers_when_moved
         "/healthz does not say what is wrong: {body}"
     );
     // A deploy is refused with the reason, and nothing is half done.
-    let out = host.cli(&["deploy", &guest("hello"), "--name", "other", "--route", "/o"]);
-    assert!(!out.status.success(), "a deploy succeeded on a corrupt database");
+    let out = host.cli(&[
+        "deploy",
+        &guest("hello"),
+        "--name",
+        "other",
+        "--route",
+        "/o",
+    ]);
+    assert!(
+        !out.status.success(),
+        "a deploy succeeded on a corrupt database"
+    );
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("corrupt or not SQLite"), "{said}");
     assert_eq!(host.ls(), vec![("hello".to_owned(), 1)]);
     // The operator moves the file away: the host makes a new one, writes the deployment back
     // into it, and the records it held meanwhile follow.
     std::fs::rename(&db, state.join("percore.db.corrupt")).unwrap();
-    health_until(&host, |b| b["degraded"].as_array().is_some_and(Vec::is_empty));
+    health_until(&host, |b| {
+        b["degraded"].as_array().is_some_and(Vec::is_empty)
+    });
     serve(&host, 5);
     wait_rows(&host, 35.0);
     host.stop();

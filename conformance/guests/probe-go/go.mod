@@ -1,0 +1,3 @@
+module percore.dev/conformance/probe-go
+
+go 1.22
