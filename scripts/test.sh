@@ -24,8 +24,12 @@ echo "curl, kill, wrk, PostgreSQL, docker-registry, htpasswd, haproxy and ip pre
 step "guest toolchain"
 bash scripts/setup-guest-toolchain.sh
 
-step "guests (target/guests)"
-cargo build-guests
+step "toolchains of the other languages (Python, JavaScript, C, Go)"
+bash scripts/setup-language-toolchains.sh
+
+step "guests (target/guests), every language"
+cargo build-guests --require-languages
+export PERCORE_REQUIRE_LANGUAGES=1
 
 step "format and lints"
 cargo fmt --all --check
@@ -89,6 +93,20 @@ step "conformance suite against percore serve (the product build)"
 target/debug/percore-conformance \
     --host 'target/debug/percore serve --config {manifest}' \
     --json target/conformance.json --junit target/conformance.xml
+
+step "the suite's cases for any guest, against guests in Python, JavaScript, C (edge) and Go (CGI)"
+for probe in edge=probe-python edge=probe-js edge=probe-c cgi=probe-go; do
+    kind=${probe%%=*} name=${probe#*=}
+    if target/debug/percore-conformance --probe "$probe" --kind "$kind" \
+        --host 'target/debug/percore serve --config {manifest}' \
+        --json "target/conformance-$name.json" >"target/conformance-$name.log" 2>&1; then
+        echo "$name: $(tail -1 "target/conformance-$name.log")"
+    else
+        grep -A12 '^FAIL' "target/conformance-$name.log" || tail -20 "target/conformance-$name.log"
+        echo "the suite failed against $name"
+        exit 1
+    fi
+done
 
 step "done"
 du -sh target 2>/dev/null || true

@@ -12,6 +12,6 @@ for tool in clang wit-bindgen; do
     command -v "$tool" >/dev/null 2>&1 || { echo "$tool is not on PATH (see build.sh)" >&2; exit 1; }
 done
 said=$(wit-bindgen c wit --world handler --out-dir gen 2>&1) || { echo "$said" >&2; exit 1; }
-clang --target=wasm32-wasi --sysroot=/usr -mexec-model=reactor -O2 -Wall -Werror \
+clang --target=wasm32-wasi --sysroot=/usr -mexec-model=reactor -O2 -Wall -Werror -Wl,--stack-first \
     -Igen app.c gen/handler.c gen/handler_component_type.o -o "$out"
 echo "built $out"

@@ -202,7 +202,7 @@ fn run() -> anyhow::Result<bool> {
         .collect();
     if args.list {
         for case in &cases {
-            let kinds: Vec<&str> = Kind::ALL
+            let kinds: Vec<String> = Kind::ALL
                 .into_iter()
                 .map(|k| args.target(k))
                 .filter(|&t| runs.iter().any(|&(c, rt)| c.name == case.name && rt == t))
@@ -228,6 +228,15 @@ fn run() -> anyhow::Result<bool> {
     }
     let xfail = expected_failures(&args.expected_failures)?;
     for name in &xfail {
+        // `CASE [KIND:PROBE]` names a run only when --probe gives that probe.
+        let probe = name
+            .strip_suffix(']')
+            .and_then(|n| n.rsplit_once(" ["))
+            .and_then(|(_, target)| target.split_once(':'))
+            .map(|(_, probe)| probe);
+        if probe.is_some_and(|p| !args.probes.iter().any(|(_, given)| given == p)) {
+            continue;
+        }
         if !all.iter().any(|&(c, k)| &c.run_name(k) == name) {
             bail!(
                 "{} lists `{name}`, which is no case's run (`CASE` or `CASE [KIND]`)",

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use percore_dataplane::{Counters, DeploymentSpec, InstanceMode, RouteSpec, ServeConfig, Server};
@@ -382,17 +384,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cores = config.cores.clone();
     let engine = config.engine.clone();
     let names: Vec<String> = config.deployments.iter().map(|d| d.name.clone()).collect();
+    // The shards accept connections as soon as they start, before `Server::start` returns: a
+    // SIGTERM from then on must stop the server cleanly, not kill the process.
+    let early_stop = Arc::new(AtomicBool::new(false));
+    let signals = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT];
+    for signal in signals {
+        signal_hook::flag::register(signal, early_stop.clone())?;
+    }
     let mut server = Server::start(config).context("the server did not start")?;
     let stop = server.stop_flag();
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    for signal in signals {
         signal_hook::flag::register(signal, stop.clone())?;
+    }
+    if early_stop.load(Ordering::Relaxed) {
+        stop.store(true, Ordering::Relaxed);
     }
     let control_config = control_config(&args, &server, engine, stop.clone())?;
     let links = server.take_links();
     let control = match percore_control::Control::start(control_config, links) {
         Ok(control) => control,
         Err(e) => {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            stop.store(true, Ordering::Relaxed);
             server.wait();
             return Err(anyhow::anyhow!(e).context("the control plane did not start"));
         }

@@ -11,7 +11,10 @@
 //!   `wasi_snapshot_preview1`): hosts adapt such commands themselves, so the suite needs one
 //!   unadapted: `probe-cgi-wasip1.wasm`;
 //! - every `conformance/guests/wat/*.wat` into binary, a component or a core module as the text
-//!   says (`(component ...)` or `(module ...)`).
+//!   says (`(component ...)` or `(module ...)`);
+//! - the guests in Python, JavaScript, C and Go ([`languages`]), with the tools
+//!   `scripts/setup-language-toolchains.sh` installs (skipped where they are missing, unless
+//!   `--require-languages`).
 //!
 //! How to invoke cargo for wasm comes from `target/toolchain/guest.env`, written by
 //! `scripts/setup-guest-toolchain.sh` (rustup targets, or Debian's toolchain with build-std).
@@ -25,6 +28,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 
+mod languages;
+
 /// The guest workspace's commands (`fn main` binaries): linked with the command entry point
 /// (`_start`, `wasi:cli/run`) rather than as reactors, so built apart from the libraries.
 const COMMANDS: &[&str] = &["probe-cgi", "upper-cgi"];
@@ -36,6 +41,13 @@ struct Args {
     /// Skip the extra builds for wasm32-unknown-unknown and wasm32-wasip1 (`hello`, `probe-cgi`).
     #[arg(long)]
     wasip2_only: bool,
+    /// Fail when a language's toolchain is missing, rather than skip its guests (the README's
+    /// test command builds every language).
+    #[arg(long)]
+    require_languages: bool,
+    /// Build no guest in another language than Rust.
+    #[arg(long, conflicts_with = "require_languages")]
+    no_languages: bool,
     /// Show cargo's output even when it succeeds.
     #[arg(long, short)]
     verbose: bool,
@@ -304,6 +316,14 @@ fn build() -> anyhow::Result<()> {
                     .join("wasm32-wasip1/release/probe-cgi.wasm"),
             )?,
         });
+    }
+
+    if !args.no_languages {
+        outputs.extend(languages::build(
+            &root,
+            args.require_languages,
+            args.verbose,
+        )?);
     }
 
     let wat_dir = root.join("conformance/guests/wat");

@@ -24,6 +24,7 @@ mod floods;
 mod invocation_log;
 mod invoke;
 mod kinds;
+mod languages;
 mod metrics;
 mod oci;
 mod restart;

@@ -1,0 +1,3 @@
+module example.com/greeter-go
+
+go 1.22
