@@ -9,6 +9,7 @@ mod coredumps;
 mod invoke;
 mod limits;
 mod logging;
+mod new;
 mod oci;
 mod serve;
 
@@ -52,6 +53,8 @@ enum Command {
     Pull(oci::PullArgs),
     /// Be Argo Workflows' executor plugin: a sidecar passing template.execute to a host.
     ArgoPlugin(argo_plugin::Args),
+    /// Make a guest project in Rust, Python, JavaScript, C or Go (`--list` shows the templates).
+    New(new::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +67,7 @@ fn main() -> std::process::ExitCode {
     logging::init(cli.log_format);
     let result = match cli.command {
         Command::Invoke(args) => invoke::run(args),
+        Command::New(args) => new::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Compile(args) => compile::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Serve(args) => serve::run(args),

@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 mod common;
 use common::guest;
 
+mod templates;
+
 fn percore(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_percore"))
         .args(args)

@@ -129,6 +129,22 @@ fn guests_in_four_languages_greet_echo_and_fail_with_typed_faults() {
             "{name}: {head}"
         );
     }
+    // The input path each took: Python and JavaScript offer no region (capacity 0) and are
+    // called through `handle`; C reads its requests in its region.
+    for (name, input) in [
+        ("greeter-python", "portable"),
+        ("greeter-js", "portable"),
+        ("greeter-c", "region"),
+    ] {
+        let Some(path) = built(name) else { continue };
+        let out = crate::percore()
+            .args(["invoke", &path, "--json", "--path", "/?name=Ada"])
+            .output()
+            .unwrap();
+        let said: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(said["stats"]["input"], input, "{name}: {said}");
+    }
     let log = host.log();
     for ((_, name, _, message), _) in &greeters {
         assert!(
