@@ -24,6 +24,8 @@ pub struct Args {
     /// Compilations measured.
     #[arg(long, default_value_t = 5)]
     compilations: usize,
+    #[command(flatten)]
+    guest: crate::limits::GuestArgs,
 }
 
 struct Summary {
@@ -126,8 +128,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ms(load.mean)
     );
 
-    let limits = Arc::new(Limits::default());
-    let config = Arc::new(std::collections::BTreeMap::new());
+    let limits = Arc::new(args.guest.limits()?);
+    let config = Arc::new(args.guest.config()?);
     let headers: &[(&str, &[u8])] = &[("host", b"bench.local"), ("user-agent", b"percore-bench")];
     let request = Request {
         method: "GET",
@@ -198,7 +200,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         if preference == InputPreference::Region && path != Some(InputPath::Region) {
             println!(
-                "(the region path is unavailable for this component: it has several memories)"
+                "(the region path was not taken: the guest offers no input region, or the \
+                 instance has more than one memory; these figures are the portable path's)"
             );
         }
         for (kind, samples) in [

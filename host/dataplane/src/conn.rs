@@ -110,14 +110,22 @@ impl Conn {
         if self.life != Life::Open {
             return;
         }
-        if !self.intake.feed(bytes, &mut self.out, server, settings) {
+        let settings = IntakeSettings {
+            peer: Some(&self.stream),
+            ..*settings
+        };
+        if !self.intake.feed(bytes, &mut self.out, server, &settings) {
             self.close();
         }
     }
 
     /// A send completed and the output may have drained: answer requests held meanwhile.
     pub(crate) fn resume(&mut self, server: &mut impl Serve, settings: &IntakeSettings<'_>) {
-        if self.life == Life::Open && !self.intake.resume(&mut self.out, server, settings) {
+        let settings = IntakeSettings {
+            peer: Some(&self.stream),
+            ..*settings
+        };
+        if self.life == Life::Open && !self.intake.resume(&mut self.out, server, &settings) {
             self.close();
         }
     }

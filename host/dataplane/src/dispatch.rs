@@ -213,6 +213,7 @@ impl Dispatch {
             id,
             deployment: &deployed.name,
             route_prefix,
+            peer: incoming.peer,
         };
         let outcome = deployed.backend.run(call, &mut cx);
         let bytes_out = cx.reply.written() as u64;
@@ -338,6 +339,7 @@ mod tests {
     fn settings(config: &ServeConfig) -> IntakeSettings<'_> {
         IntakeSettings {
             limits: &config.http,
+            peer: None,
             draining: false,
             request_timeout: config.request_timeout,
             now: Instant::now(),

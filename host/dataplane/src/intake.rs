@@ -27,6 +27,9 @@ pub(crate) struct Incoming<'a> {
     pub(crate) headers: &'a [(&'a str, &'a [u8])],
     /// Whether the connection stays open after the response.
     pub(crate) keep_alive: bool,
+    /// The connection it came on, for the client's address (asked of the kernel only by the
+    /// kinds of guest that are told it).
+    pub(crate) peer: Option<&'a std::net::TcpStream>,
 }
 
 impl Incoming<'_> {
@@ -87,6 +90,8 @@ pub(crate) trait Serve {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct IntakeSettings<'a> {
     pub(crate) limits: &'a percore_http::Limits,
+    /// The connection (set by `Conn`).
+    pub(crate) peer: Option<&'a std::net::TcpStream>,
     /// The server is stopping: answer with `connection: close`.
     pub(crate) draining: bool,
     /// Time a started request has to complete.
@@ -269,6 +274,7 @@ impl Intake {
                     target: &pending.target,
                     headers: &headers,
                     keep_alive: pending.keep_alive && !settings.draining,
+                    peer: settings.peer,
                 };
                 let body = match pending.stream.take() {
                     Some(streamed) => Body::Streamed(streamed),
@@ -305,6 +311,7 @@ impl Intake {
                 target: head.target,
                 headers: &head.headers,
                 keep_alive: head.keep_alive && !settings.draining,
+                peer: settings.peer,
             };
             match head.framing {
                 BodyFraming::None => {

@@ -153,6 +153,7 @@ impl Shard {
                         self.dispatch.meter.counters.bytes_in += lease.len() as u64;
                         let settings = IntakeSettings {
                             limits: &self.config.http,
+                            peer: None,
                             draining: self.draining,
                             request_timeout: self.config.request_timeout,
                             now: Instant::now(),
@@ -176,6 +177,7 @@ impl Shard {
                 self.dispatch.meter.counters.bytes_out += sent as u64;
                 let settings = IntakeSettings {
                     limits: &self.config.http,
+                    peer: None,
                     draining: self.draining,
                     request_timeout: self.config.request_timeout,
                     now,

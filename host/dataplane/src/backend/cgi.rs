@@ -54,11 +54,18 @@ impl CgiBackend {
             .find(|(n, _)| n.eq_ignore_ascii_case("host"))
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
             .map(strip_port);
+        // Asked of the kernel per request: only commands are told it, and a command's fresh
+        // instance costs far more than one getpeername.
+        let remote = call
+            .peer
+            .and_then(|stream| stream.peer_addr().ok())
+            .map(|addr| addr.ip().to_canonical().to_string())
+            .unwrap_or_default();
         let site = CgiSite {
             route_prefix: call.route_prefix,
             server_name: host.unwrap_or(&self.address),
             server_port: self.port,
-            remote_addr: "",
+            remote_addr: &remote,
         };
         let invocation = handler.handle(
             self.limits.clone(),

@@ -58,6 +58,8 @@ pub(crate) struct Call<'a, 'r> {
     pub(crate) deployment: &'a str,
     /// The route prefix that matched, `""` for the root route.
     pub(crate) route_prefix: &'a str,
+    /// The client's connection (for `REMOTE_ADDR`).
+    pub(crate) peer: Option<&'a std::net::TcpStream>,
 }
 
 /// What a backend may use while it runs a request.

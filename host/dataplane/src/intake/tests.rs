@@ -30,6 +30,7 @@ impl Serve for Recorder {
 pub(crate) fn settings(limits: &percore_http::Limits) -> IntakeSettings<'_> {
     IntakeSettings {
         limits,
+        peer: None,
         draining: false,
         request_timeout: Duration::from_secs(10),
         now: Instant::now(),
