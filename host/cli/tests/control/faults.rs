@@ -67,15 +67,22 @@ fn wait_rows(host: &Host, rows: f64) {
     panic!("the invocation log never reached {rows} rows");
 }
 
-#[test]
-fn a_state_database_removed_under_the_host_comes_back_with_its_deployments() {
+/// A host in a new state directory (`<dir>/state`) serving `hello` at `/`, with 10 requests
+/// served and in its invocation log.
+fn hello_with_ten_logged() -> (tempfile::TempDir, Host) {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let db = state.join("percore.db");
-    let host = Host::start(&state, &[]);
+    let host = Host::start(&dir.path().join("state"), &[]);
     host.cli_ok(&["deploy", &guest("hello"), "--name", "hello", "--route", "/"]);
     serve(&host, 10);
     wait_rows(&host, 10.0);
+    (dir, host)
+}
+
+#[test]
+fn a_state_database_removed_under_the_host_comes_back_with_its_deployments() {
+    let (dir, host) = hello_with_ten_logged();
+    let state = dir.path().join("state");
+    let db = state.join("percore.db");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
@@ -271,13 +278,9 @@ fn postgresql_going_away_and_back_loses_no_record() {
 
 #[test]
 fn a_state_database_corrupted_under_the_host_is_reported_and_recovers_when_moved_away() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, host) = hello_with_ten_logged();
     let state = dir.path().join("state");
     let db = state.join("percore.db");
-    let host = Host::start(&state, &[]);
-    host.cli_ok(&["deploy", &guest("hello"), "--name", "hello", "--route", "/"]);
-    serve(&host, 10);
-    wait_rows(&host, 10.0);
     // What a bad restore or a stray tool leaves: a file at the path that is not SQLite.
     let garbage = state.join("garbage");
     std::fs::write(&garbage, vec![0xa5u8; 64 * 1024]).unwrap();
