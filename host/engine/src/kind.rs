@@ -246,7 +246,7 @@ fn classify(bytes: &[u8]) -> Result<(GuestKind, Form), Error> {
         if let Some((m, n)) = shape.imports.iter().find(|(m, _)| m != PREVIEW1) {
             return Err(Error::UnknownKind(format!(
                 "a core module exporting `_start` (a WASI command) that also imports `{m}.{n}`, \
-                 which a command adapted to WASI 0.2 cannot have"
+                 which percore does not provide to a command"
             )));
         }
         return Ok((GuestKind::Cgi, Form::CoreModule));

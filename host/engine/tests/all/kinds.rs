@@ -118,7 +118,7 @@ fn a_command_runs_cgi_style() {
 }
 
 #[test]
-fn cgi_headers_set_the_response_and_the_wasip1_module_is_adapted() {
+fn cgi_headers_set_the_response_from_a_component_and_a_wasip1_module() {
     for guest_name in ["probe-cgi", "probe-cgi-wasip1"] {
         let invocation =
             get("/headers").run_kind(guest_name, Limits::default(), &[("PROBE_ROLE", "cgi")]);
