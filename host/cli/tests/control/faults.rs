@@ -78,6 +78,17 @@ fn hello_with_ten_logged() -> (tempfile::TempDir, Host) {
     (dir, host)
 }
 
+/// Stop `host`; its database holds `logged_requests` for `hello`, and a host started again on
+/// `state` serves `hello`.
+fn stop_then_restart_finds_hello(host: Host, state: &Path, logged_requests: i64) {
+    host.stop();
+    assert_eq!(logged(&state.join("percore.db"), "hello"), logged_requests);
+    let host = Host::start(state, &[]);
+    assert_eq!(host.ls(), vec![("hello".to_owned(), 1)]);
+    serve(&host, 1);
+    host.stop();
+}
+
 #[test]
 fn a_state_database_removed_under_the_host_comes_back_with_its_deployments() {
     let (dir, host) = hello_with_ten_logged();
@@ -101,13 +112,8 @@ fn a_state_database_removed_under_the_host_comes_back_with_its_deployments() {
     serve(&host, 25);
     wait_rows(&host, 35.0);
     assert!(host.log().contains("removed or replaced"), "{}", host.log());
-    host.stop();
     // The new file has the deployment and every request since the old one went.
-    assert_eq!(logged(&db, "hello"), 25);
-    let host = Host::start(&state, &[]);
-    assert_eq!(host.ls(), vec![("hello".to_owned(), 1)]);
-    serve(&host, 1);
-    host.stop();
+    stop_then_restart_finds_hello(host, &state, 25);
 }
 
 /// A small tmpfs mounted for the test, unmounted when dropped.
@@ -320,10 +326,5 @@ fn a_state_database_corrupted_under_the_host_is_reported_and_recovers_when_moved
     });
     serve(&host, 5);
     wait_rows(&host, 35.0);
-    host.stop();
-    assert_eq!(logged(&db, "hello"), 25);
-    let host = Host::start(&state, &[]);
-    assert_eq!(host.ls(), vec![("hello".to_owned(), 1)]);
-    serve(&host, 1);
-    host.stop();
+    stop_then_restart_finds_hello(host, &state, 25);
 }
