@@ -211,6 +211,19 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
     if let Some(n) = http.max_connections_per_core {
         config.max_connections_per_core = n;
     }
+    let calls = &file.calls;
+    if let Some(t) = calls.time_slice {
+        config.calls.time_slice = t;
+    }
+    if let Some(n) = calls.max_in_flight_per_core {
+        config.calls.max_in_flight_per_core = n;
+    }
+    if let Some(n) = calls.max_in_flight_per_deployment {
+        config.calls.max_in_flight_per_deployment = n;
+    }
+    if let Some(n) = calls.max_queued_per_core {
+        config.calls.max_queued_per_core = n;
+    }
     Ok(config)
 }
 

@@ -25,6 +25,8 @@ pub struct Config {
     pub portable: bool,
     /// `[http]`.
     pub http: Http,
+    /// `[calls]`.
+    pub calls: Calls,
     /// `[[deployment]]`: at least one, names unique, no route served twice.
     pub deployments: Vec<Deployment>,
 }
@@ -44,6 +46,19 @@ pub struct Http {
     pub idle_timeout: Option<Duration>,
     /// `max_connections_per_core`.
     pub max_connections_per_core: Option<usize>,
+}
+
+/// `[calls]`: how guest calls share a core, in the units the host uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Calls {
+    /// `time_slice_ms`: running time after which a guest call yields to the core's other work.
+    pub time_slice: Option<Duration>,
+    /// `max_in_flight_per_core`.
+    pub max_in_flight_per_core: Option<usize>,
+    /// `max_in_flight_per_deployment` (on each core).
+    pub max_in_flight_per_deployment: Option<usize>,
+    /// `max_queued_per_core`.
+    pub max_queued_per_core: Option<usize>,
 }
 
 /// One `[[deployment]]`.
@@ -90,6 +105,8 @@ struct FileConfig {
     portable: bool,
     #[serde(default)]
     http: FileHttp,
+    #[serde(default)]
+    calls: FileCalls,
     #[serde(default, rename = "deployment")]
     deployments: Vec<FileDeployment>,
 }
@@ -103,6 +120,15 @@ struct FileHttp {
     request_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     max_connections_per_core: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCalls {
+    time_slice_ms: Option<u64>,
+    max_in_flight_per_core: Option<usize>,
+    max_in_flight_per_deployment: Option<usize>,
+    max_queued_per_core: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +202,7 @@ pub fn parse(text: &str) -> Result<Config, Error> {
         sqpoll: file.sqpoll,
         portable: file.portable,
         http: http(file.http).map_err(|e| invalid(format!("[http] {e}")))?,
+        calls: calls(file.calls).map_err(|e| invalid(format!("[calls] {e}")))?,
         deployments,
     })
 }
@@ -286,6 +313,41 @@ fn http(h: FileHttp) -> Result<Http, String> {
             .max_connections_per_core
             .map(|n| range("max_connections_per_core", n, 1, 1 << 20))
             .transpose()?,
+    })
+}
+
+fn calls(c: FileCalls) -> Result<Calls, String> {
+    let count = |field: &str, value: Option<usize>, min: usize| {
+        value
+            .map(|n| {
+                if (min..=1 << 20).contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(format!(
+                        "{field} = {n}: must be between {min} and {}",
+                        1 << 20
+                    ))
+                }
+            })
+            .transpose()
+    };
+    let time_slice = match c.time_slice_ms {
+        Some(ms) if !(1..=1000).contains(&ms) => {
+            return Err(format!(
+                "time_slice_ms = {ms}: must be between 1 and 1000 (the epoch tick is 1 ms)"
+            ));
+        }
+        ms => ms.map(Duration::from_millis),
+    };
+    Ok(Calls {
+        time_slice,
+        max_in_flight_per_core: count("max_in_flight_per_core", c.max_in_flight_per_core, 1)?,
+        max_in_flight_per_deployment: count(
+            "max_in_flight_per_deployment",
+            c.max_in_flight_per_deployment,
+            1,
+        )?,
+        max_queued_per_core: count("max_queued_per_core", c.max_queued_per_core, 0)?,
     })
 }
 

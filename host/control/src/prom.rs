@@ -145,7 +145,7 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
     }
 
     type Family = (&'static str, &'static str, fn(&Counters) -> u64);
-    let per_core: [Family; 14] = [
+    let per_core: [Family; 18] = [
         (
             "percore_core_bodies_streamed_total",
             "Request bodies received straight into guest memory, per core.",
@@ -170,6 +170,26 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
             "percore_core_overloaded_total",
             "Connections refused with 503 because the core was full, per core.",
             |c| c.overloaded,
+        ),
+        (
+            "percore_core_calls_yielded_total",
+            "Guest calls that yielded at the end of a time slice at least once, per core.",
+            |c| c.calls_yielded,
+        ),
+        (
+            "percore_core_call_yields_total",
+            "Time slices after which guest calls yielded, per core.",
+            |c| c.call_yields,
+        ),
+        (
+            "percore_core_calls_queued_total",
+            "Requests held because the core or deployment was at its limit of calls in flight, per core.",
+            |c| c.calls_queued,
+        ),
+        (
+            "percore_core_calls_refused_total",
+            "Requests answered 503 because calls in flight and the queue were at their limits, per core.",
+            |c| c.calls_refused,
         ),
         (
             "percore_core_requests_total",

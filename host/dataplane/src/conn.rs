@@ -130,6 +130,24 @@ impl Conn {
         }
     }
 
+    /// The call of this connection's request ended: `write` its response. What was held
+    /// meanwhile is answered by [`Conn::resume`].
+    pub(crate) fn call_ended(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>),
+        now: Instant,
+        request_timeout: Duration,
+    ) {
+        write(&mut self.out);
+        self.intake.call_ended(now, request_timeout);
+    }
+
+    /// The core has room for the call of the request this connection holds.
+    pub(crate) fn wake(&mut self, server: &mut impl Serve, settings: &IntakeSettings<'_>) {
+        self.intake.unhold();
+        self.resume(server, settings);
+    }
+
     /// The peer closed its sending side.
     pub(crate) fn on_peer_closed(&mut self) {
         self.peer_closed = true;
@@ -198,7 +216,8 @@ impl Conn {
     /// no operation is in flight it can be dropped.
     pub(crate) fn closing_steps(&mut self) -> Closing {
         let mut steps = Closing::default();
-        let flushed = !self.sending && self.out.is_empty();
+        // A call in flight still has a response to write.
+        let flushed = !self.sending && self.out.is_empty() && !self.intake.waiting();
         if self.life != Life::Open && flushed {
             steps.shutdown = true;
             if self.recv == Recv::Armed {
@@ -381,6 +400,36 @@ mod tests {
         );
         conn.on_recv_ended();
         assert!(conn.closing_steps().remove);
+    }
+
+    #[test]
+    fn a_closing_connection_waits_for_its_call_in_flight() {
+        let (mut conn, _client) = conn();
+        let mut server = Recorder::default();
+        let limits = percore_http::Limits::default();
+        conn.on_bytes(
+            b"GET /wait HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+            &mut server,
+            &settings(&limits),
+        );
+        conn.on_peer_closed();
+        conn.on_recv_ended();
+        assert!(!conn.is_open() && conn.mid_request());
+        assert_eq!(
+            conn.closing_steps(),
+            Closing::default(),
+            "the call has not ended"
+        );
+        assert!(conn.take_send().is_none());
+        conn.call_ended(
+            |out| out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n"),
+            Instant::now(),
+            Duration::from_secs(10),
+        );
+        let buf = conn.take_send().expect("the call's response");
+        conn.on_sent(Ok(buf.len()), buf, Instant::now());
+        let steps = conn.closing_steps();
+        assert!(steps.shutdown && steps.remove, "{steps:?}");
     }
 
     #[test]

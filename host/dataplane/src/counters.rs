@@ -65,6 +65,16 @@ pub struct Counters {
     /// Connections ended because the client read nothing for the idle timeout while responses
     /// waited.
     pub clients_stalled: u64,
+    /// Guest calls that yielded at the end of a time slice at least once (they were in flight
+    /// while the core served others).
+    pub calls_yielded: u64,
+    /// Time slices those calls yielded after, in all.
+    pub call_yields: u64,
+    /// Requests held, not started, because the core or the deployment was at its limit of
+    /// calls in flight.
+    pub calls_queued: u64,
+    /// Requests answered 503 because that limit was reached and the queue was full.
+    pub calls_refused: u64,
     /// Latency histogram of guest requests (buckets of `LATENCY_BUCKETS_US`, plus overflow).
     pub latency: [u64; LATENCY_BUCKETS_US.len() + 1],
 }
@@ -99,6 +109,10 @@ impl Counters {
         self.records_aggregated += other.records_aggregated;
         self.guest_logs_dropped += other.guest_logs_dropped;
         self.clients_stalled += other.clients_stalled;
+        self.calls_yielded += other.calls_yielded;
+        self.call_yields += other.call_yields;
+        self.calls_queued += other.calls_queued;
+        self.calls_refused += other.calls_refused;
         for (a, b) in self.latency.iter_mut().zip(other.latency) {
             *a += b;
         }

@@ -25,6 +25,8 @@ pub(crate) struct Deployed {
     pub(crate) generation: u64,
     /// The core's request clock when this deployment last served (LRU).
     last_used: u64,
+    /// Its calls in flight on this core.
+    pub(crate) in_flight: usize,
     pub(crate) backend: Backend,
 }
 
@@ -85,6 +87,7 @@ impl Deployments {
             routes: ready.spec.routes.clone(),
             generation: self.loads,
             last_used: 0,
+            in_flight: 0,
             backend,
         })
     }
@@ -106,6 +109,14 @@ impl Deployments {
     /// The deployment for a request and the length of the route prefix that matched.
     pub(crate) fn resolve(&self, host: Option<&[u8]>, target: &str) -> Option<(usize, usize)> {
         self.router.resolve(host, target)
+    }
+
+    /// The index of a deployment by id, if this load of it (`generation`) is still the one
+    /// deployed.
+    pub(crate) fn find(&self, id: u32, generation: u64) -> Option<usize> {
+        self.list
+            .iter()
+            .position(|d| d.id == id && d.generation == generation)
     }
 
     pub(crate) fn get(&self, index: usize) -> &Deployed {

@@ -2,15 +2,16 @@
 //! backend the request as the guest sees it, meter what happened. Also where large bodies are
 //! routed early so that they can be received straight into guest memory.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use percore_engine::{Engine, Request};
+use percore_engine::{Engine, Request, TimeSlice};
 
-use crate::backend::{Call, Cx, StreamPermits, Streamed};
+use crate::backend::{Backend, Call, Cx, Ended, Outcome, Ran, StreamPermits, Streamed, Suspended};
 use crate::counters::Counters;
 use crate::deployments::Deployments;
-use crate::intake::{Body, Incoming, Serve};
+use crate::intake::{Body, Incoming, Serve, Served};
 use crate::link::{InvocationRecord, Ready, Report, ShardLink};
 use crate::meter::{Meter, RequestId};
 use crate::respond::Reply;
@@ -31,6 +32,45 @@ pub(crate) struct Dispatch {
     /// Requests dispatched on this core: request ids and the LRU clock.
     clock: u64,
     streams: StreamPermits,
+    /// Calls that yielded and have not ended, in the order they run next.
+    calls: VecDeque<InFlight>,
+    /// Connections holding a request until there is room for its call.
+    queue: VecDeque<u32>,
+    /// A call ended since the queue was last woken.
+    room: bool,
+    /// How long a call runs before it yields.
+    slice: TimeSlice,
+}
+
+/// A request whose call yielded, until it ends: what its response and its record need.
+#[derive(Debug)]
+struct InFlight {
+    conn: u32,
+    deployment: u32,
+    generation: u64,
+    name: String,
+    id: RequestId,
+    started: Instant,
+    bytes_in: u64,
+    keep_alive: bool,
+    is_head: bool,
+    #[cfg(feature = "misbehave")]
+    timeout_as_500: bool,
+    call: Suspended,
+}
+
+/// A call that ended after yielding, for its connection.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    flight: InFlight,
+    ended: Ended,
+}
+
+impl Finished {
+    /// The connection whose response it is.
+    pub(crate) fn conn(&self) -> u32 {
+        self.flight.conn
+    }
 }
 
 impl Dispatch {
@@ -48,13 +88,94 @@ impl Dispatch {
             })?;
         Ok(Self {
             core,
+            slice: TimeSlice::new(config.calls.time_slice, config.engine.epoch_tick),
             config,
             engine,
             deployments,
             meter: Meter::new(core, link),
             clock: 0,
             streams: StreamPermits::default(),
+            calls: VecDeque::new(),
+            queue: VecDeque::new(),
+            room: false,
         })
+    }
+
+    /// Whether calls are in flight (the event loop then does not sleep).
+    pub(crate) fn has_calls(&self) -> bool {
+        !self.calls.is_empty()
+    }
+
+    /// Run every call in flight for one time slice, round robin; those that end go to
+    /// `finished`, for their connections ([`Dispatch::finish`]).
+    pub(crate) fn run_slices(&mut self, finished: &mut Vec<Finished>) {
+        for _ in 0..self.calls.len() {
+            let Some(mut flight) = self.calls.pop_front() else {
+                break;
+            };
+            match flight.call.poll() {
+                std::task::Poll::Pending => self.calls.push_back(flight),
+                std::task::Poll::Ready(ended) => finished.push(Finished { flight, ended }),
+            }
+        }
+    }
+
+    /// Write the response of a call that ended into its connection's output `out` (a scratch
+    /// buffer if the connection is gone), give its instance back, and meter it.
+    pub(crate) fn finish(&mut self, finished: Finished, out: &mut Vec<u8>) {
+        let Finished { flight, ended } = finished;
+        #[allow(unused_mut)]
+        let mut reply = Reply::new(out, flight.keep_alive, flight.is_head);
+        #[cfg(feature = "misbehave")]
+        {
+            reply.timeout_as_500 = flight.timeout_as_500;
+        }
+        let index = self.deployments.find(flight.deployment, flight.generation);
+        let backend = index.map(|i| {
+            let deployed = self.deployments.get_mut(i);
+            deployed.in_flight -= 1;
+            &mut deployed.backend
+        });
+        let mut cx = Cx {
+            engine: &self.engine,
+            counters: &mut self.meter.counters,
+            reply,
+            coredump: None,
+            slice: self.slice,
+        };
+        let outcome = Backend::finish(backend, ended, &flight.name, flight.id, &mut cx);
+        let bytes_out = cx.reply.written() as u64;
+        let coredump = cx.coredump.take();
+        self.room = true;
+        let done = Done {
+            deployment: flight.deployment,
+            id: flight.id,
+            started: flight.started,
+            bytes_in: flight.bytes_in,
+            bytes_out,
+            coredump,
+        };
+        self.record(done, outcome);
+        let counters = &mut self.meter.counters;
+        counters.status(outcome.status);
+        counters.latency_us(flight.started.elapsed().as_micros() as u64);
+    }
+
+    /// Connections to wake because calls ended and their held requests may start now. All
+    /// of them: each asks again, and one that still finds no room queues again.
+    pub(crate) fn take_woken(&mut self, woken: &mut Vec<u32>) {
+        if std::mem::take(&mut self.room) {
+            woken.extend(self.queue.drain(..));
+        }
+    }
+
+    /// Whether deployment `index` may not start a call now: the core or the deployment is at
+    /// its limit of calls in flight.
+    fn at_limit(&self, index: usize) -> bool {
+        let limits = &self.config.calls;
+        !self.calls.is_empty()
+            && (self.calls.len() >= limits.max_in_flight_per_core
+                || self.deployments.get(index).in_flight >= limits.max_in_flight_per_deployment)
     }
 
     /// Apply what the control plane queued. Runs between requests, so a request never sees a
@@ -85,9 +206,25 @@ impl Dispatch {
 }
 
 impl Serve for Dispatch {
+    fn admit(&mut self, incoming: &Incoming<'_>) -> bool {
+        if self.calls.is_empty() {
+            return true;
+        }
+        let Some(index) = self.deployments.route(incoming.host(), incoming.target) else {
+            return true;
+        };
+        if !self.at_limit(index) || self.queue.len() >= self.config.calls.max_queued_per_core {
+            // Room, or no room to wait either: `serve` answers 503.
+            return true;
+        }
+        self.queue.push_back(incoming.conn);
+        self.meter.counters.calls_queued += 1;
+        false
+    }
+
     /// Route, run and meter one request. The guest sees the decoded body, with no
     /// `transfer-encoding` and a `content-length` that gives the decoded length.
-    fn serve(&mut self, incoming: &Incoming<'_>, body: Body<'_>, out: &mut Vec<u8>) {
+    fn serve(&mut self, incoming: &Incoming<'_>, body: Body<'_>, out: &mut Vec<u8>) -> Served {
         let started = Instant::now();
         let mut reply = Reply::new(out, incoming.keep_alive, incoming.method == "HEAD");
         let status = match self.deployments.resolve(incoming.host(), incoming.target) {
@@ -95,14 +232,27 @@ impl Serve for Dispatch {
                 reply.simple(404, &[], "no deployment serves this route\n");
                 404
             }
+            Some((index, _)) if self.at_limit(index) => {
+                self.meter.counters.calls_refused += 1;
+                reply.simple(
+                    503,
+                    &[("retry-after", b"1")],
+                    "this deployment has too many requests in flight on this core; retry shortly\n",
+                );
+                503
+            }
             Some((index, prefix_len)) => {
                 let route_prefix = incoming.target.get(..prefix_len).unwrap_or("");
-                self.run(index, route_prefix, incoming, body, reply, started)
+                match self.run(index, route_prefix, incoming, body, reply, started) {
+                    Some(status) => status,
+                    None => return Served::Waiting,
+                }
             }
         };
         let counters = &mut self.meter.counters;
         counters.status(status);
         counters.latency_us(started.elapsed().as_micros() as u64);
+        Served::Answered
     }
 
     fn begin_stream(
@@ -143,7 +293,8 @@ impl Serve for Dispatch {
 }
 
 impl Dispatch {
-    /// Run a routed request on deployment `index` and write its invocation record.
+    /// Run a routed request on deployment `index` and write its invocation record. `None`:
+    /// its call yielded and is in flight.
     fn run(
         &mut self,
         index: usize,
@@ -152,7 +303,7 @@ impl Dispatch {
         body: Body<'_>,
         reply: Reply<'_>,
         started: Instant,
-    ) -> u16 {
+    ) -> Option<u16> {
         let deployed = self.deployments.get(index);
         // A streamed body runs only on the version of the deployment that received it; if the
         // deployment changed meanwhile, the body is copied back out.
@@ -201,11 +352,14 @@ impl Dispatch {
         };
         let deployed = self.deployments.get_mut(index);
         let was_mapped = deployed.backend.is_mapped();
+        #[cfg(feature = "misbehave")]
+        let timeout_as_500 = reply.timeout_as_500;
         let mut cx = Cx {
             engine: &self.engine,
             counters: &mut self.meter.counters,
             reply,
             coredump: None,
+            slice: self.slice,
         };
         let call = Call {
             request: &request,
@@ -215,39 +369,87 @@ impl Dispatch {
             route_prefix,
             peer: incoming.peer,
         };
-        let outcome = deployed.backend.run(call, &mut cx);
+        let ran = deployed.backend.run(call, &mut cx);
         let bytes_out = cx.reply.written() as u64;
         let coredump = cx.coredump.take();
-        let deployment = deployed.id;
+        let (deployment, generation) = (deployed.id, deployed.generation);
         self.deployments
             .used(index, self.clock, was_mapped, &mut self.meter.counters);
-        let duration_us = started.elapsed().as_micros() as u64;
+        let bytes_in = (incoming.wire_head_len() + body_len) as u64;
+        match ran {
+            Ran::Done(outcome) => {
+                let done = Done {
+                    deployment,
+                    id,
+                    started,
+                    bytes_in,
+                    bytes_out,
+                    coredump,
+                };
+                self.record(done, outcome);
+                Some(outcome.status)
+            }
+            Ran::Yielded(call) => {
+                let deployed = self.deployments.get_mut(index);
+                deployed.in_flight += 1;
+                self.meter.counters.calls_yielded += 1;
+                self.calls.push_back(InFlight {
+                    conn: incoming.conn,
+                    deployment,
+                    generation,
+                    name: deployed.name.clone(),
+                    id,
+                    started,
+                    bytes_in,
+                    keep_alive: incoming.keep_alive,
+                    is_head: incoming.method == "HEAD",
+                    #[cfg(feature = "misbehave")]
+                    timeout_as_500,
+                    call,
+                });
+                None
+            }
+        }
+    }
+
+    /// Write a request's invocation record, and its core dump if it left one.
+    fn record(&mut self, done: Done, outcome: Outcome) {
+        let duration_us = done.started.elapsed().as_micros() as u64;
         let start_unix_us = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64)
             .saturating_sub(duration_us);
         self.meter.record(InvocationRecord {
-            request_id: id.packed(),
-            deployment,
+            request_id: done.id.packed(),
+            deployment: done.deployment,
             start_unix_us,
             duration_us,
             cpu_us: outcome.cpu_us,
             status: outcome.status,
             fault: outcome.fault,
-            bytes_in: (incoming.wire_head_len() + body_len) as u64,
-            bytes_out,
+            bytes_in: done.bytes_in,
+            bytes_out: done.bytes_out,
             requests: 1,
             cold_starts: u32::from(outcome.cold),
         });
-        if let Some(dump) = coredump {
+        if let Some(dump) = done.coredump {
             self.meter.report(Report::CoreDump {
-                deployment,
-                request_id: id.packed(),
+                deployment: done.deployment,
+                request_id: done.id.packed(),
                 dump,
             });
         }
-        outcome.status
     }
+}
+
+/// What a request's invocation record needs besides its outcome.
+struct Done {
+    deployment: u32,
+    id: RequestId,
+    started: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    coredump: Option<Vec<u8>>,
 }
 
 /// The header fields a guest sees: framing fields replaced by one `content-length` giving the
@@ -269,190 +471,4 @@ fn guest_headers<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::PathBuf;
-
-    use percore_engine::EngineConfig;
-
-    use super::*;
-    use crate::intake::{Intake, IntakeSettings};
-    use crate::link::{Command, CoreLink};
-    use crate::router::{DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, RouteSpec};
-
-    /// Where `cargo build-guests` puts components (the README's test command builds them
-    /// before the tests run).
-    fn guest(name: &str) -> PathBuf {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/guests")
-            .join(format!("{name}.wasm"));
-        assert!(
-            path.exists(),
-            "{} is missing: run `cargo build-guests`",
-            path.display()
-        );
-        path
-    }
-
-    fn spec(name: &str, component: PathBuf) -> DeploymentSpec {
-        DeploymentSpec {
-            name: name.into(),
-            component,
-            routes: vec![RouteSpec {
-                host: None,
-                path_prefix: "/".into(),
-            }],
-            limits: Default::default(),
-            config: Default::default(),
-            max_instances_per_core: DEFAULT_MAX_INSTANCES_PER_CORE,
-            kind: None,
-        }
-    }
-
-    struct Fixture {
-        dispatch: Dispatch,
-        control: CoreLink,
-        config: Arc<ServeConfig>,
-        _artifacts: tempfile::TempDir,
-    }
-
-    /// A dispatcher serving `echo` at `/`, with no socket and no shard thread.
-    fn fixture() -> Fixture {
-        let artifacts = tempfile::tempdir().unwrap();
-        let mut config = ServeConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            vec![spec("app", guest("echo"))],
-        );
-        config.artifacts = artifacts.path().to_owned();
-        let ready = crate::prepare::artifacts(&config).unwrap();
-        let config = Arc::new(config);
-        let (control, link) = crate::link::pair(0, 1024).unwrap();
-        let engine = Engine::without_ticker(EngineConfig::default()).unwrap();
-        let dispatch = Dispatch::new(0, engine, config.clone(), &ready, link).unwrap();
-        Fixture {
-            dispatch,
-            control,
-            config,
-            _artifacts: artifacts,
-        }
-    }
-
-    fn settings(config: &ServeConfig) -> IntakeSettings<'_> {
-        IntakeSettings {
-            limits: &config.http,
-            peer: None,
-            draining: false,
-            request_timeout: config.request_timeout,
-            now: Instant::now(),
-        }
-    }
-
-    /// The body of the last response in `out` (responses here carry a `content-length`).
-    fn last_body(out: &[u8]) -> &[u8] {
-        let text = String::from_utf8_lossy(out);
-        let at = text.rfind("HTTP/1.1 ").unwrap();
-        let head_end = at + text[at..].find("\r\n\r\n").unwrap() + 4;
-        &out[head_end..]
-    }
-
-    fn large_request(len: usize) -> (Vec<u8>, Vec<u8>) {
-        let body: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-        let mut wire =
-            format!("POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\n\r\n").into_bytes();
-        wire.extend_from_slice(&body);
-        (wire, body)
-    }
-
-    #[test]
-    fn a_large_body_in_pieces_goes_straight_into_guest_memory() {
-        let mut f = fixture();
-        let (wire, body) = large_request(300_000);
-        let mut intake = Intake::default();
-        let mut out = Vec::new();
-        let config = f.config.clone();
-        for piece in wire.chunks(32 << 10) {
-            assert!(intake.feed(piece, &mut out, &mut f.dispatch, &settings(&config)));
-            if out.is_empty() {
-                assert_eq!(f.dispatch.streams_in_flight(), 1);
-            }
-        }
-        assert_eq!(f.dispatch.streams_in_flight(), 0, "the permit is back");
-        let counters = &f.dispatch.meter.counters;
-        assert_eq!(counters.bodies_streamed, 1);
-        assert_eq!(
-            counters.request_copies, 1,
-            "one host copy: into guest memory"
-        );
-        assert!(
-            out.starts_with(b"HTTP/1.1 200 "),
-            "{}",
-            String::from_utf8_lossy(&out[..100])
-        );
-        assert_eq!(last_body(&out), &body[..]);
-    }
-
-    /// Send a body of `len` bytes to `echo`; after the first `cut` bytes of the request, deploy
-    /// `app` again as `v2`; send the rest. Returns the output and the body sent.
-    fn swap_mid_stream(v2: &str, len: usize, cut: usize) -> (Vec<u8>, Vec<u8>) {
-        let mut f = fixture();
-        let (wire, body) = large_request(len);
-        let (first, rest) = wire.split_at(cut);
-        let mut intake = Intake::default();
-        let mut out = Vec::new();
-        let config = f.config.clone();
-        assert!(intake.feed(first, &mut out, &mut f.dispatch, &settings(&config)));
-        assert_eq!(
-            f.dispatch.meter.counters.bodies_streamed, 1,
-            "received into `echo`"
-        );
-        assert_eq!(f.dispatch.streams_in_flight(), 1);
-        let mut v2 = crate::prepare::artifacts(&ServeConfig {
-            deployments: vec![spec("app", guest(v2))],
-            ..(*config).clone()
-        })
-        .unwrap();
-        let ready = Box::new(v2.remove(0));
-        let deploy = Command::Deploy { seq: 1, ready };
-        assert!(f.control.commands.push(deploy).is_ok());
-        f.dispatch.apply_commands();
-        assert!(intake.feed(rest, &mut out, &mut f.dispatch, &settings(&config)));
-        assert_eq!(f.dispatch.streams_in_flight(), 0, "the permit is back");
-        (out, body)
-    }
-
-    #[test]
-    fn a_deployment_swapped_mid_stream_runs_the_request_on_the_new_version() {
-        // Version 2 of `app` is `hello`, which ignores the body.
-        let (out, _) = swap_mid_stream("hello", 200_000, 40_000);
-        let text = String::from_utf8_lossy(&out);
-        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
-        assert!(
-            text.contains("Hello from percore"),
-            "the new version answered: {text}"
-        );
-    }
-
-    #[test]
-    fn a_swap_to_a_new_load_copies_the_streamed_body_out_whole() {
-        // Version 2 is `echo` again (a new load): the body received into version 1's instance
-        // is copied back out and run on version 2.
-        let (out, body) = swap_mid_stream("echo", 150_000, 70_000);
-        assert!(out.starts_with(b"HTTP/1.1 200 "));
-        assert_eq!(last_body(&out), &body[..], "byte-exact after the copy back");
-    }
-
-    #[test]
-    fn pipelined_requests_to_a_guest_are_answered_in_order() {
-        let mut f = fixture();
-        let config = f.config.clone();
-        let mut intake = Intake::default();
-        let mut out = Vec::new();
-        let wire = b"GET /1 HTTP/1.1\r\nhost: t\r\n\r\nPOST /2 HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nhi";
-        assert!(intake.feed(wire, &mut out, &mut f.dispatch, &settings(&config)));
-        let text = String::from_utf8_lossy(&out);
-        let one = text.find("x-echo-path: /1\r\n").unwrap();
-        let two = text.find("x-echo-path: /2\r\n").unwrap();
-        assert!(one < two, "{text}");
-        assert!(text.ends_with("hi"), "{text}");
-        assert_eq!(f.dispatch.meter.counters.status_2xx, 2);
-    }
-}
+mod tests;

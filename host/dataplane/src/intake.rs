@@ -30,6 +30,8 @@ pub(crate) struct Incoming<'a> {
     /// The connection it came on, for the client's address (asked of the kernel only by the
     /// kinds of guest that are told it).
     pub(crate) peer: Option<&'a std::net::TcpStream>,
+    /// The connection's token on its core.
+    pub(crate) conn: u32,
 }
 
 impl Incoming<'_> {
@@ -67,10 +69,25 @@ pub(crate) enum Body<'a> {
     Streamed(Streamed),
 }
 
+/// What became of a request handed to a [`Serve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// Its whole response is in the output.
+    Answered,
+    /// Its call yielded: the response comes later ([`Intake::call_ended`]), and nothing more
+    /// on the connection is answered until then.
+    Waiting,
+}
+
 /// Where complete requests go: the dispatcher, or a recorder in tests.
 pub(crate) trait Serve {
-    /// Answer one complete request: append its whole response to `out`.
-    fn serve(&mut self, request: &Incoming<'_>, body: Body<'_>, out: &mut Vec<u8>);
+    /// Whether a complete request may start now. `false`: the core is at its limit of calls in
+    /// flight and has queued the connection; the request is held, unanswered, until the core
+    /// wakes the connection ([`Intake::resume`]).
+    fn admit(&mut self, request: &Incoming<'_>) -> bool;
+
+    /// Answer one complete request: append its whole response to `out`, or start its call.
+    fn serve(&mut self, request: &Incoming<'_>, body: Body<'_>, out: &mut Vec<u8>) -> Served;
 
     /// A body of `body_len` bytes has started to arrive (`first` is its beginning): take it
     /// straight into guest memory if the request's route allows, else `None` and the intake
@@ -92,6 +109,8 @@ pub(crate) struct IntakeSettings<'a> {
     pub(crate) limits: &'a percore_http::Limits,
     /// The connection (set by `Conn`).
     pub(crate) peer: Option<&'a std::net::TcpStream>,
+    /// The connection's token on its core.
+    pub(crate) conn: u32,
     /// The server is stopping: answer with `connection: close`.
     pub(crate) draining: bool,
     /// Time a started request has to complete.
@@ -108,6 +127,10 @@ pub(crate) struct Intake {
     pending: Option<Pending>,
     /// When a request has started, the instant by which it must be complete.
     deadline: Option<Instant>,
+    /// A request's call is in flight: its response is not written yet.
+    waiting: bool,
+    /// The next complete request is held until the core has room for its call.
+    held: bool,
 }
 
 /// A request whose head has arrived and whose body is still coming: the head is copied out of
@@ -161,19 +184,43 @@ impl Pending {
 impl Intake {
     /// Whether part of a request has been received and not answered.
     pub(crate) fn mid_request(&self) -> bool {
+        self.holds_bytes() || self.waiting
+    }
+
+    /// Whether bytes of requests not started are kept.
+    fn holds_bytes(&self) -> bool {
         !self.inbuf.is_empty() || self.pending.is_some()
     }
 
-    /// Whether a started request missed its deadline.
-    pub(crate) fn expired(&self, now: Instant) -> bool {
-        self.deadline.is_some_and(|d| now > d)
+    /// Whether a request's call is in flight.
+    pub(crate) fn waiting(&self) -> bool {
+        self.waiting
     }
 
-    /// Forget everything received (the connection is closing).
+    /// Whether a started request missed its deadline (a request whose call is in flight is
+    /// bounded by its deployment's wall deadline instead, and requests held meanwhile wait).
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        !self.waiting && !self.held && self.deadline.is_some_and(|d| now > d)
+    }
+
+    /// Forget everything received (the connection is closing). A call in flight still ends.
     pub(crate) fn clear(&mut self) {
         self.inbuf.clear();
         self.pending = None;
         self.deadline = None;
+        self.held = false;
+    }
+
+    /// The core has room for the call of the request held: try it again ([`Intake::resume`]).
+    pub(crate) fn unhold(&mut self) {
+        self.held = false;
+    }
+
+    /// The call in flight ended and its response is in the output: what was held meanwhile
+    /// can be answered ([`Intake::resume`]).
+    pub(crate) fn call_ended(&mut self, now: Instant, timeout: Duration) {
+        self.waiting = false;
+        self.deadline = self.holds_bytes().then_some(now + timeout);
     }
 
     /// Bytes arrived: answer every complete request in them, appending responses to `out`.
@@ -189,8 +236,10 @@ impl Intake {
             // The common case (and every piece of a body in progress): work straight from the
             // receive buffer, no copy.
             let (used, open) = self.process(bytes, out, server, settings);
-            // An incomplete head: keep its bytes (a pending body has taken its own already).
-            if open && used < bytes.len() && self.pending.is_none() {
+            // An incomplete head, or requests held behind a call or a request waiting for
+            // room: keep their bytes (a pending body has taken its own already).
+            let body_taking = self.pending.as_ref().is_some_and(|p| !p.complete());
+            if open && used < bytes.len() && !body_taking {
                 let rest = &bytes[used..];
                 self.inbuf.extend_from_slice(rest);
                 let counters = server.counters();
@@ -219,7 +268,7 @@ impl Intake {
             self.clear();
             return false;
         }
-        self.deadline = match (self.mid_request(), self.deadline) {
+        self.deadline = match (self.holds_bytes(), self.deadline) {
             (false, _) => None,
             (true, Some(deadline)) => Some(deadline),
             (true, None) => Some(settings.now + settings.request_timeout),
@@ -235,7 +284,13 @@ impl Intake {
         server: &mut impl Serve,
         settings: &IntakeSettings<'_>,
     ) -> bool {
-        if self.inbuf.is_empty() || self.pending.is_some() || out.len() >= OUT_HIGH_WATER {
+        let complete = self.pending.as_ref().is_some_and(Pending::complete);
+        if self.waiting
+            || self.held
+            || (self.inbuf.is_empty() && !complete)
+            || (self.pending.is_some() && !complete)
+            || out.len() >= OUT_HIGH_WATER
+        {
             return true;
         }
         self.feed(&[], out, server, settings)
@@ -260,7 +315,7 @@ impl Intake {
                         return (data.len(), false);
                     }
                 }
-                if !pending.complete() {
+                if !pending.complete() || self.waiting || self.held {
                     self.pending = Some(pending);
                     return (pos, true);
                 }
@@ -275,7 +330,13 @@ impl Intake {
                     headers: &headers,
                     keep_alive: pending.keep_alive && !settings.draining,
                     peer: settings.peer,
+                    conn: settings.conn,
                 };
+                if !server.admit(&request) {
+                    self.held = true;
+                    self.pending = Some(pending);
+                    return (pos, true);
+                }
                 let body = match pending.stream.take() {
                     Some(streamed) => Body::Streamed(streamed),
                     None => {
@@ -285,15 +346,20 @@ impl Intake {
                         Body::Bytes(&pending.body)
                     }
                 };
-                server.serve(&request, body, out);
+                let served = server.serve(&request, body, out);
                 if !request.keep_alive {
+                    self.waiting = served == Served::Waiting;
                     return (data.len(), false);
+                }
+                if served == Served::Waiting {
+                    self.waiting = true;
+                    return (pos, true);
                 }
                 continue;
             }
-            // Nothing more, or the client is not reading what it asked for: hold the rest
-            // until the output drains (`resume`).
-            if pos == data.len() || out.len() >= OUT_HIGH_WATER {
+            // Nothing more, the client is not reading what it asked for, or a call is in
+            // flight: hold the rest until the output drains or the call ends (`resume`).
+            if pos == data.len() || out.len() >= OUT_HIGH_WATER || self.waiting || self.held {
                 return (pos, true);
             }
             let head = match percore_http::parse_head(&data[pos..], settings.limits) {
@@ -312,15 +378,26 @@ impl Intake {
                 headers: &head.headers,
                 keep_alive: head.keep_alive && !settings.draining,
                 peer: settings.peer,
+                conn: settings.conn,
             };
-            match head.framing {
+            let complete = match head.framing {
+                BodyFraming::None => true,
+                BodyFraming::Length(n) => available.len() >= n,
+                // Decoded below; held only once it is complete.
+                BodyFraming::Chunked => false,
+            };
+            if complete && !server.admit(&request) {
+                self.held = true;
+                return (pos, true);
+            }
+            let served = match head.framing {
                 BodyFraming::None => {
-                    server.serve(&request, Body::Bytes(b""), out);
                     pos = body_start;
+                    server.serve(&request, Body::Bytes(b""), out)
                 }
                 BodyFraming::Length(n) if available.len() >= n => {
-                    server.serve(&request, Body::Bytes(&available[..n]), out);
                     pos = body_start + n;
+                    server.serve(&request, Body::Bytes(&available[..n]), out)
                 }
                 BodyFraming::Length(n) => {
                     let stream = if n >= STREAM_MIN_BODY {
@@ -355,15 +432,23 @@ impl Intake {
                         self.start_pending(out, &head, request.keep_alive, body, left, None);
                         return (data.len(), true);
                     }
+                    if !server.admit(&request) {
+                        self.held = true;
+                        return (pos, true);
+                    }
                     let counters = server.counters();
                     counters.request_copies += 1;
                     counters.request_bytes_copied += body.len() as u64;
-                    server.serve(&request, Body::Bytes(&body), out);
                     pos = body_start + used;
+                    server.serve(&request, Body::Bytes(&body), out)
                 }
-            }
+            };
+            self.waiting = served == Served::Waiting;
             if !request.keep_alive {
                 return (data.len(), false);
+            }
+            if self.waiting {
+                return (pos, true);
             }
         }
     }

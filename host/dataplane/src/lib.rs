@@ -149,6 +149,35 @@ pub struct ServeConfig {
     /// Components one core keeps mapped; past that the least recently used is unmapped and
     /// mapped again from its artifact when next needed.
     pub max_loaded_per_core: usize,
+    /// How guest calls share a core: time slices, and how many may be in flight.
+    pub calls: CallLimits,
+}
+
+/// How guest calls share a core. A call runs on its shard's thread as a fiber: at the end of a
+/// time slice it yields, and the shard serves its other connections and its other calls (round
+/// robin) before it resumes. A call that yielded is *in flight* until it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Running time after which a call yields (rounded up to the epoch tick).
+    pub time_slice: Duration,
+    /// Calls in flight on one core at most.
+    pub max_in_flight_per_core: usize,
+    /// Calls of one deployment in flight on one core at most.
+    pub max_in_flight_per_deployment: usize,
+    /// Requests one core holds, not started, while those limits are reached; past that they
+    /// are answered 503 with `Retry-After`.
+    pub max_queued_per_core: usize,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        Self {
+            time_slice: Duration::from_millis(1),
+            max_in_flight_per_core: 1024,
+            max_in_flight_per_deployment: 256,
+            max_queued_per_core: 4096,
+        }
+    }
 }
 
 impl ServeConfig {
@@ -171,6 +200,7 @@ impl ServeConfig {
             misbehave: None,
             record_queue: link::RECORD_QUEUE,
             max_loaded_per_core: 2048,
+            calls: CallLimits::default(),
         }
     }
 }

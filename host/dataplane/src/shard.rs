@@ -13,7 +13,7 @@ use percore_rt::uring::{Event, Uring, UringConfig};
 
 use crate::conn::{Conn, Conns, Tick};
 use crate::counters::Counters;
-use crate::dispatch::Dispatch;
+use crate::dispatch::{Dispatch, Finished};
 use crate::intake::IntakeSettings;
 use crate::link::{Ready, ShardLink};
 use crate::{Error, ServeConfig};
@@ -34,6 +34,10 @@ pub(crate) struct Shard {
     draining: bool,
     /// Connections with something to send or to close after this turn of the loop.
     dirty: Vec<u32>,
+    /// Calls that ended in this turn of the loop.
+    finished: Vec<Finished>,
+    /// Connections whose held requests may start now.
+    woken: Vec<u32>,
 }
 
 impl Shard {
@@ -56,6 +60,8 @@ impl Shard {
             dispatch,
             draining: false,
             dirty: Vec::with_capacity(256),
+            finished: Vec::new(),
+            woken: Vec::new(),
         })
     }
 
@@ -102,13 +108,19 @@ impl Shard {
             {
                 break;
             }
-            if let Err(e) = ring.submit_and_wait(1) {
+            // With calls in flight, look at the ring without sleeping: new requests get their
+            // first slice, then every call in flight runs one more.
+            let wait = usize::from(!self.dispatch.has_calls());
+            if let Err(e) = ring.submit_and_wait(wait) {
                 tracing::error!(core = self.core, "io_uring: {e}");
                 break;
             }
             ring.drain(&mut events);
             for event in events.drain(..) {
                 self.on_event(&mut ring, event);
+            }
+            if self.dispatch.has_calls() {
+                self.run_calls();
             }
             self.flush(&mut ring);
             self.dispatch.apply_commands();
@@ -154,6 +166,7 @@ impl Shard {
                         let settings = IntakeSettings {
                             limits: &self.config.http,
                             peer: None,
+                            conn: token,
                             draining: self.draining,
                             request_timeout: self.config.request_timeout,
                             now: Instant::now(),
@@ -178,6 +191,7 @@ impl Shard {
                 let settings = IntakeSettings {
                     limits: &self.config.http,
                     peer: None,
+                    conn: token,
                     draining: self.draining,
                     request_timeout: self.config.request_timeout,
                     now,
@@ -235,6 +249,51 @@ impl Shard {
                 )
             });
             self.dirty.push(token);
+        }
+    }
+
+    /// Run every call in flight for a slice; write the responses of those that ended and
+    /// answer what their connections held meanwhile; wake connections whose requests waited
+    /// for room.
+    fn run_calls(&mut self) {
+        self.dispatch.run_slices(&mut self.finished);
+        let now = Instant::now();
+        for finished in std::mem::take(&mut self.finished) {
+            let token = finished.conn();
+            let settings = IntakeSettings {
+                limits: &self.config.http,
+                peer: None,
+                conn: token,
+                draining: self.draining,
+                request_timeout: self.config.request_timeout,
+                now,
+            };
+            match self.conns.get_mut(token) {
+                Some(conn) => {
+                    let dispatch = &mut self.dispatch;
+                    let timeout = self.config.request_timeout;
+                    conn.call_ended(|out| dispatch.finish(finished, out), now, timeout);
+                    conn.resume(dispatch, &settings);
+                    self.dirty.push(token);
+                }
+                // Cannot happen (a connection waits for its call), but the call is metered.
+                None => self.dispatch.finish(finished, &mut Vec::new()),
+            }
+        }
+        self.dispatch.take_woken(&mut self.woken);
+        for token in std::mem::take(&mut self.woken) {
+            let settings = IntakeSettings {
+                limits: &self.config.http,
+                peer: None,
+                conn: token,
+                draining: self.draining,
+                request_timeout: self.config.request_timeout,
+                now,
+            };
+            if let Some(conn) = self.conns.get_mut(token) {
+                conn.wake(&mut self.dispatch, &settings);
+                self.dirty.push(token);
+            }
         }
     }
 

@@ -7,6 +7,12 @@ wasmtime::component::bindgen!({
         // May refuse an oversized request by trapping, as the contract allows.
         "edge:handler/random.get-random-bytes": trappable,
     },
+    // Requests run as calls that can yield at the end of a time slice; `input-region` is a
+    // short call made before the request, which never yields.
+    exports: {
+        "edge:handler/guest.handle": async,
+        "edge:handler/guest.handle-region": async,
+    },
 });
 
 pub use edge::handler::{clocks, config, log, random};

@@ -1,6 +1,7 @@
 //! A call's clock and its budgets: the epoch check that stops a guest past its CPU budget or
 //! wall deadline, and the turning of a guest's error (such a stop included) into a [`Fault`].
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use percore_rt::cpu::thread_cpu_time;
@@ -21,22 +22,54 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Runs at every epoch tick while a guest runs: stop it once it is over budget.
+thread_local! {
+    /// When this thread last resumed a call that can yield (see [`resumed`]).
+    static RESUMED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// A call that can yield is about to be polled on this thread: its slice starts now. The epoch
+/// callback cannot see the poll, so it reads the instant here after a yield.
+pub(crate) fn resumed() {
+    RESUMED_AT.with(|at| at.set(Some(Instant::now())));
+}
+
+fn resumed_at(clock: &CallClock) -> Instant {
+    RESUMED_AT
+        .with(Cell::get)
+        .filter(|at| *at > clock.slice_start)
+        .unwrap_or(clock.slice_start)
+}
+
+/// Runs at every epoch tick while a guest runs: stop it once it is over budget, and make a
+/// call that can yield do so at the end of its slice.
 pub(crate) fn epoch_check(
     mut ctx: wasmtime::StoreContextMut<'_, HostState>,
 ) -> wasmtime::Result<UpdateDeadline> {
     let now = thread_cpu_time();
     let state = ctx.data_mut();
-    let elapsed = state.clock.wall_start.elapsed();
-    let cpu_start = *state
-        .clock
-        .cpu_start
-        .get_or_insert(now.saturating_sub(elapsed));
-    if now.saturating_sub(cpu_start) > state.limits.cpu_budget {
+    let clock = &mut state.clock;
+    if clock.yielded {
+        clock.yielded = false;
+        clock.slice_start = resumed_at(clock);
+        clock.cpu_start = None;
+    }
+    let in_slice = clock.slice_start.elapsed();
+    let cpu_start = *clock.cpu_start.get_or_insert(now.saturating_sub(in_slice));
+    let slice_cpu = now.saturating_sub(cpu_start);
+    let used = clock.cpu_before + slice_cpu;
+    if used > state.limits.cpu_budget {
         return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Cpu)));
     }
-    if state.clock.wall_start.elapsed() > state.limits.wall_deadline {
+    if clock.wall_start.elapsed() > state.limits.wall_deadline {
         return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Wall)));
+    }
+    clock.slice_ticks += 1;
+    if clock.slice.is_some_and(|ticks| clock.slice_ticks >= ticks) {
+        clock.slice_ticks = 0;
+        clock.cpu_before = used;
+        clock.yielded = true;
+        clock.yields += 1;
+        return Ok(UpdateDeadline::Yield(1));
     }
     Ok(UpdateDeadline::Continue(1))
 }
@@ -67,6 +100,7 @@ pub(crate) fn finish(
         wall: state.clock.wall_start.elapsed(),
         request_copies: copies,
         request_bytes_copied: copies as usize * bytes,
+        yields: state.clock.yields,
     };
     state.drain_output();
     crate::Invocation {
@@ -81,19 +115,19 @@ pub(crate) fn finish(
 pub(crate) fn start_clock(store: &mut Store<HostState>) {
     let state = store.data_mut();
     state.memory.denied = false;
-    state.clock = CallClock {
-        wall_start: Instant::now(),
-        cpu_start: None,
-    };
+    state.clock = CallClock::started();
     store.set_epoch_deadline(1);
 }
 
-/// CPU time of the call so far (see [`crate::CallStats::cpu`]).
+/// CPU time of the call so far (see [`crate::CallStats::cpu`]): its earlier slices' and the
+/// current one's.
 pub(crate) fn call_cpu(clock: &CallClock) -> Duration {
-    match clock.cpu_start {
-        Some(start) => thread_cpu_time().saturating_sub(start),
-        None => clock.wall_start.elapsed(),
-    }
+    let current = match clock.cpu_start {
+        Some(start) if !clock.yielded => thread_cpu_time().saturating_sub(start),
+        _ if clock.yielded => resumed_at(clock).elapsed(),
+        _ => clock.slice_start.elapsed(),
+    };
+    clock.cpu_before + current
 }
 
 /// Turn an error from guest code into a [`Fault`].

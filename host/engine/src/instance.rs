@@ -1,7 +1,9 @@
 //! Loaded components, their instances, and one request through an instance.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use percore_rt::host_memory::{HostMemoryStore, ResetStats, SnapshotError};
@@ -84,6 +86,8 @@ pub struct CallStats {
     pub request_copies: u32,
     /// Request bytes the host copied in all.
     pub request_bytes_copied: usize,
+    /// Times the call yielded at the end of a time slice.
+    pub yields: u32,
 }
 
 /// The result of one request: the response or the fault, and what the guest logged.
@@ -171,6 +175,7 @@ impl Handler {
                     wall: Duration::ZERO,
                     request_copies: 0,
                     request_bytes_copied: 0,
+                    yields: 0,
                 },
             },
         }
@@ -343,20 +348,37 @@ impl Instance {
     /// Run a request whose body was streamed into the region. `head` must have the headers
     /// given to [`Instance::begin_streamed`]; its `body` is ignored.
     pub fn handle_streamed(&mut self, head: &Request<'_>, body: StreamedBody) -> Invocation {
+        let prepared = self.prepare_streamed(head, body);
+        block_on(self.run(prepared))
+    }
+
+    /// [`Instance::handle_streamed`] as a call that yields every `slice` (see [`Running`]).
+    pub fn start_streamed(
+        mut self,
+        head: &Request<'_>,
+        body: StreamedBody,
+        slice: TimeSlice,
+    ) -> Running {
+        let prepared = self.prepare_streamed(head, body);
+        Running::new(self, prepared, slice)
+    }
+
+    fn prepare_streamed(&mut self, head: &Request<'_>, body: StreamedBody) -> Prepared {
         self.requests += 1;
         let total = body.head_len + body.body_len;
-        let mut stats = CallStats {
+        let stats = CallStats {
             input: InputPath::Region,
             cpu: Duration::ZERO,
             wall: Duration::ZERO,
             request_copies: 1,
             request_bytes_copied: total,
+            yields: 0,
         };
         self.begin_call();
-        let result = if !self.usable {
-            Err(Fault::Poisoned)
+        let entry = if !self.usable {
+            Entry::Failed(Fault::Poisoned)
         } else if head.head_len() != body.head_len || body.written != body.body_len {
-            Err(Fault::Host {
+            Entry::Failed(Fault::Host {
                 message: "the streamed request does not match its reservation".into(),
             })
         } else {
@@ -366,33 +388,17 @@ impl Instance {
                 .fill(0, body.region.offset, body.head_len, |bytes| {
                     head.encode_head(bytes);
                 });
-            let result = match filled {
-                Err(e) => Err(Fault::Host {
+            match filled {
+                Err(e) => Entry::Failed(Fault::Host {
                     message: format!("the input region is not writable: {e}"),
                 }),
-                Ok(()) => {
-                    let guest = self.bindings.edge_handler_guest();
-                    match guest.call_handle_region(
-                        self.memories.store(),
-                        body.head_len as u32,
-                        body.body_len as u32,
-                    ) {
-                        Ok(response) => {
-                            check_response(response, &self.memories.store_ref().data().limits)
-                        }
-                        Err(e) => Err(classify(self.memories.store(), e)),
-                    }
-                }
-            };
-            let state = self.memories.store().data();
-            stats.cpu = call_cpu(&state.clock);
-            stats.wall = state.clock.wall_start.elapsed();
-            result
+                Ok(()) => Entry::Region {
+                    head: body.head_len as u32,
+                    body: body.body_len as u32,
+                },
+            }
         };
-        if result.is_err() {
-            self.usable = false;
-        }
-        self.finish_call(result, stats)
+        Prepared { entry, stats }
     }
 
     /// Forget the previous call's log records.
@@ -423,6 +429,25 @@ impl Instance {
 
     /// Run one request.
     pub fn handle(&mut self, request: &Request<'_>, preference: InputPreference) -> Invocation {
+        let prepared = self.prepare(request, preference);
+        block_on(self.run(prepared))
+    }
+
+    /// Start one request as a call that yields every `slice` of running (see [`Running`]).
+    /// The request goes into guest memory now; the call owns the instance until it ends.
+    pub fn start(
+        mut self,
+        request: &Request<'_>,
+        preference: InputPreference,
+        slice: TimeSlice,
+    ) -> Running {
+        let prepared = self.prepare(request, preference);
+        Running::new(self, prepared, slice)
+    }
+
+    /// Put the request where the guest will read it: in the input region, or into the record
+    /// of the portable path.
+    fn prepare(&mut self, request: &Request<'_>, preference: InputPreference) -> Prepared {
         let input = match preference {
             InputPreference::Region if self.has_region_access() => InputPath::Region,
             _ => InputPath::Portable,
@@ -433,69 +458,76 @@ impl Instance {
             input,
             cpu: Duration::ZERO,
             wall: Duration::ZERO,
-            request_copies: match input {
-                InputPath::Region => 1,
-                InputPath::Portable => 2,
-            },
-            request_bytes_copied: match input {
-                InputPath::Region => total,
-                InputPath::Portable => 2 * total,
-            },
+            request_copies: 1,
+            request_bytes_copied: total,
+            yields: 0,
         };
         self.begin_call();
-        let result = if self.usable {
-            start_clock(self.memories.store());
-            let result = match input {
-                InputPath::Region => self.call_region(request, total),
-                InputPath::Portable => self.call_portable(request),
+        if !self.usable {
+            return Prepared {
+                entry: Entry::Failed(Fault::Poisoned),
+                stats,
             };
-            if input == InputPath::Region && self.no_region {
-                stats.input = InputPath::Portable;
-                stats.request_copies = 2;
-                stats.request_bytes_copied = 2 * total;
-            }
-            let state = self.memories.store().data();
-            stats.cpu = call_cpu(&state.clock);
-            stats.wall = state.clock.wall_start.elapsed();
-            if result.is_err() {
-                self.usable = false;
-            }
-            result
-        } else {
-            Err(Fault::Poisoned)
+        }
+        start_clock(self.memories.store());
+        let entry = match input {
+            InputPath::Region => self.region_entry(request, total),
+            InputPath::Portable => Entry::Portable(crate::message::to_record(request)),
         };
-        self.finish_call(result, stats)
+        if matches!(entry, Entry::Portable(_)) {
+            stats.input = InputPath::Portable;
+            stats.request_copies = 2;
+            stats.request_bytes_copied = 2 * total;
+        }
+        Prepared { entry, stats }
     }
 
-    fn call_region(&mut self, request: &Request<'_>, total: usize) -> Result<Response, Fault> {
-        let Some(region) = self.ensure_region(total)? else {
-            return self.call_portable(request);
+    fn region_entry(&mut self, request: &Request<'_>, total: usize) -> Entry {
+        let region = match self.ensure_region(total) {
+            Ok(Some(region)) => region,
+            Ok(None) => return Entry::Portable(crate::message::to_record(request)),
+            Err(fault) => return Entry::Failed(fault),
         };
-        let head_len = request.head_len();
-        self.memories
-            .fill(0, region.offset, total, |bytes| request.encode(bytes))
-            .map_err(|e| Fault::Host {
+        let filled = self
+            .memories
+            .fill(0, region.offset, total, |bytes| request.encode(bytes));
+        match filled {
+            Err(e) => Entry::Failed(Fault::Host {
                 message: format!("the input region is not writable: {e}"),
-            })?;
-        let guest = self.bindings.edge_handler_guest();
-        // Lengths fit in u32: `ensure_region` checked `total` against a u32 capacity.
-        let response = guest
-            .call_handle_region(
-                self.memories.store(),
-                head_len as u32,
-                request.body.len() as u32,
-            )
-            .map_err(|e| classify(self.memories.store(), e))?;
-        check_response(response, &self.memories.store_ref().data().limits)
+            }),
+            // Lengths fit in u32: `ensure_region` checked `total` against a u32 capacity.
+            Ok(()) => Entry::Region {
+                head: request.head_len() as u32,
+                body: request.body.len() as u32,
+            },
+        }
     }
 
-    fn call_portable(&mut self, request: &Request<'_>) -> Result<Response, Fault> {
-        let record = crate::message::to_record(request);
+    /// Call the guest with a prepared request; the instance is unusable after a fault.
+    async fn run(&mut self, prepared: Prepared) -> Invocation {
+        let Prepared { entry, mut stats } = prepared;
         let guest = self.bindings.edge_handler_guest();
-        let response = guest
-            .call_handle(self.memories.store(), &record)
-            .map_err(|e| classify(self.memories.store(), e))?;
-        check_response(response, &self.memories.store_ref().data().limits)
+        let store = self.memories.store();
+        let called = match entry {
+            Entry::Failed(fault) => Err(fault),
+            Entry::Region { head, body } => {
+                Ok(guest.call_handle_region(&mut *store, head, body).await)
+            }
+            Entry::Portable(record) => Ok(guest.call_handle(&mut *store, &record).await),
+        };
+        let result = match called {
+            Err(fault) => Err(fault),
+            Ok(Ok(response)) => check_response(response, &store.data().limits),
+            Ok(Err(e)) => Err(classify(store, e)),
+        };
+        let clock = &store.data().clock;
+        stats.cpu = call_cpu(clock);
+        stats.wall = clock.wall_start.elapsed();
+        stats.yields = clock.yields;
+        if result.is_err() {
+            self.usable = false;
+        }
+        self.finish_call(result, stats)
     }
 
     /// The current region if `needed` bytes fit, else ask the guest for a bigger one. `None`:
@@ -538,5 +570,83 @@ impl Instance {
         }
         self.region = Some(region);
         Ok(Some(region))
+    }
+}
+
+/// How long a call that can yield runs before it does, in ticks of the engine's epoch clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSlice {
+    ticks: u32,
+}
+
+impl TimeSlice {
+    /// `slice` of running time on an engine whose epoch ticks every `tick`: a whole number of
+    /// ticks, at least one. A slice ends at a tick, so it runs at most `slice` rounded up to
+    /// the tick (less for the first tick of a slice, which comes sooner).
+    pub fn new(slice: Duration, tick: Duration) -> Self {
+        let ticks = slice.as_nanos().div_ceil(tick.as_nanos().max(1));
+        Self {
+            ticks: u32::try_from(ticks).unwrap_or(u32::MAX).max(1),
+        }
+    }
+}
+
+/// A request made ready for its call.
+struct Prepared {
+    entry: Entry,
+    stats: CallStats,
+}
+
+/// How the guest is entered.
+enum Entry {
+    /// The request is in the input region: `handle-region(head, body)`.
+    Region { head: u32, body: u32 },
+    /// Through the canonical ABI: `handle(record)`.
+    Portable(crate::bindings::guest::Request),
+    /// The call cannot be made.
+    Failed(Fault),
+}
+
+/// One request running on an instance as a call that yields at the end of each time slice (an
+/// epoch tick past the slice): the caller polls it again when it chooses, so that other work
+/// runs between slices. The CPU budget and the wall deadline hold across slices; the CPU time
+/// charged is the sum of the slices'. The call owns its instance and gives it back at the end.
+pub struct Running {
+    future: Pin<Box<dyn Future<Output = (Instance, Invocation)> + Send>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    fn new(mut instance: Instance, prepared: Prepared, slice: TimeSlice) -> Self {
+        instance.memories.store().data_mut().clock.slice = Some(slice.ticks);
+        Self {
+            future: Box::pin(async move {
+                let invocation = instance.run(prepared).await;
+                (instance, invocation)
+            }),
+        }
+    }
+
+    /// Run the call for one slice. `Ready`: it ended, with its instance and its outcome.
+    /// `Pending`: it yielded, and `cx`'s waker has been woken (it can run again at once).
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<(Instance, Invocation)> {
+        crate::budget::resumed();
+        self.future.as_mut().poll(cx)
+    }
+}
+
+/// Drive a call that cannot yield (its clock has no slice) to its end.
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
     }
 }

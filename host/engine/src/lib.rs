@@ -40,7 +40,8 @@ pub use config::{EngineConfig, Limits};
 pub use error::{Error, Fault, TimeoutKind};
 pub use host::{CoreDump, LogLevel, LogRecord, LogSource};
 pub use instance::{
-    CallStats, Handler, InputPath, InputPreference, Instance, Invocation, ResetError, StreamedBody,
+    CallStats, Handler, InputPath, InputPreference, Instance, Invocation, ResetError, Running,
+    StreamedBody, TimeSlice,
 };
 pub use kind::{Detected, GuestKind, UnknownKind, detect, kind_of};
 pub use message::{Request, Response};

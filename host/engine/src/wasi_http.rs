@@ -114,6 +114,7 @@ impl HttpHandler {
                     wall: Duration::ZERO,
                     request_copies: 0,
                     request_bytes_copied: 0,
+                    yields: 0,
                 },
             },
         }

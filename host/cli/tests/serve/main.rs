@@ -10,6 +10,7 @@ use std::time::Duration;
 
 #[path = "../common/mod.rs"]
 mod common;
+mod slices;
 use common::guest;
 
 /// A running `percore serve`, killed when dropped.

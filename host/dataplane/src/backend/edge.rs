@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use percore_engine::{
     Engine, Fault, Handler, InputPreference, Instance, Limits, Request, StreamedBody,
 };
 
-use super::{Call, Cx, Outcome, StreamInto, fail, settle};
+use super::{Call, Cx, Outcome, Ran, StreamInto, Suspended, fail, settle};
 use crate::ServeConfig;
 use crate::counters::Counters;
 use crate::link::Ready;
@@ -125,9 +126,10 @@ impl EdgeHandler {
         }
     }
 
-    /// Run one request on an instance (the one its body was streamed into, or one from the
-    /// pool), give the instance back, and write the response or the fault.
-    pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Outcome {
+    /// Start one request on an instance (the one its body was streamed into, or one from the
+    /// pool). If it ends within its first time slice, give the instance back and write the
+    /// response or the fault; else it is suspended with its instance.
+    pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Ran {
         let Call {
             request,
             streamed,
@@ -143,16 +145,27 @@ impl EdgeHandler {
             }
             None => (self.take(deployment, cx, &mut outcome), None),
         };
-        let mut instance = match taken {
+        let instance = match taken {
             Ok(instance) => instance,
-            Err(fault) => return fail(&fault, deployment, id, cx, outcome),
+            Err(fault) => return Ran::Done(fail(&fault, deployment, id, cx, outcome)),
         };
-        let invocation = match streamed_body {
-            Some(body) => instance.handle_streamed(request, body),
-            None => instance.handle(request, self.input),
+        let mut running = match streamed_body {
+            Some(body) => instance.start_streamed(request, body, cx.slice),
+            None => instance.start(request, self.input, cx.slice),
         };
-        self.pool.give_back(instance, cx.counters);
-        settle(invocation, deployment, id, cx, outcome)
+        let mut waker = Context::from_waker(Waker::noop());
+        match running.poll(&mut waker) {
+            Poll::Ready((instance, invocation)) => {
+                self.pool.give_back(instance, cx.counters);
+                Ran::Done(settle(invocation, deployment, id, cx, outcome))
+            }
+            Poll::Pending => Ran::Yielded(Suspended::new(running, outcome)),
+        }
+    }
+
+    /// An instance whose call ended after yielding.
+    pub(crate) fn give_back(&mut self, instance: Instance, counters: &mut Counters) {
+        self.pool.give_back(instance, counters);
     }
 
     /// An instance from the pool, mapping the component first if this core has not (or no

@@ -72,6 +72,52 @@ pub(crate) struct Cx<'a> {
     pub(crate) reply: Reply<'a>,
     /// The core dump of a trap, for the control plane to keep.
     pub(crate) coredump: Option<Vec<u8>>,
+    /// Running time after which a call that can yield does.
+    pub(crate) slice: percore_engine::TimeSlice,
+}
+
+/// What starting a request gave.
+#[derive(Debug)]
+pub(crate) enum Ran {
+    /// It ended and its response is written.
+    Done(Outcome),
+    /// It yielded at the end of its first time slice: the core polls it again later.
+    Yielded(Suspended),
+}
+
+/// A call that yielded (only `edge:handler` calls yield so far), and what is known of its
+/// outcome.
+#[derive(Debug)]
+pub(crate) struct Suspended {
+    running: percore_engine::Running,
+    outcome: Outcome,
+}
+
+/// A call that ended after yielding: what its backend needs to finish it.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    instance: percore_engine::Instance,
+    invocation: Invocation,
+    outcome: Outcome,
+}
+
+impl Suspended {
+    fn new(running: percore_engine::Running, outcome: Outcome) -> Self {
+        Self { running, outcome }
+    }
+
+    /// Run the call for one more slice (every call in flight can run: a call only yields at
+    /// the end of a slice, and wakes itself as it does).
+    pub(crate) fn poll(&mut self) -> std::task::Poll<Ended> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.running
+            .poll(&mut cx)
+            .map(|(instance, invocation)| Ended {
+                instance,
+                invocation,
+                outcome: self.outcome,
+            })
+    }
 }
 
 /// What running one request gave, for metering and the invocation log.
@@ -117,15 +163,36 @@ impl Backend {
         }
     }
 
-    /// Run one request and write its response.
-    pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Outcome {
-        match self {
-            Self::Edge(edge) => edge.run(call, cx),
+    /// Start one request: it ends and its response is written, or it yields.
+    pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Ran {
+        Ran::Done(match self {
+            Self::Edge(edge) => return edge.run(call, cx),
             Self::Http(http) => http.run(call, cx),
             Self::Cgi(cgi) => cgi.run(call, cx),
             Self::Bare(bare) => bare.run(call, cx),
             Self::Native(native) => native.run(call.request, cx),
+        })
+    }
+
+    /// Finish a call that ended after yielding: give its instance back to `backend`'s pool
+    /// (`None` when the deployment was replaced or removed meanwhile: the instance is dropped)
+    /// and write its response.
+    pub(crate) fn finish(
+        backend: Option<&mut Backend>,
+        ended: Ended,
+        deployment: &str,
+        id: RequestId,
+        cx: &mut Cx<'_>,
+    ) -> Outcome {
+        let Ended {
+            instance,
+            invocation,
+            outcome,
+        } = ended;
+        if let Some(Self::Edge(edge)) = backend {
+            edge.give_back(instance, cx.counters);
         }
+        settle(invocation, deployment, id, cx, outcome)
     }
 
     /// Take a body of `body_len` bytes straight into guest memory, if this backend can.

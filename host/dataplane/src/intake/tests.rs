@@ -5,17 +5,33 @@ use super::*;
 pub(crate) struct Recorder {
     pub(crate) requests: Vec<(String, String, Vec<u8>)>,
     pub(crate) counters: Counters,
+    /// Admit no request (the core is at its limit of calls in flight).
+    pub(crate) full: bool,
+    /// Requests not admitted.
+    pub(crate) refused: usize,
 }
 
 impl Serve for Recorder {
-    fn serve(&mut self, request: &Incoming<'_>, body: Body<'_>, out: &mut Vec<u8>) {
+    fn admit(&mut self, _: &Incoming<'_>) -> bool {
+        if self.full {
+            self.refused += 1;
+        }
+        !self.full
+    }
+
+    /// Answers at once, except a target starting with `/wait`, whose call "yields".
+    fn serve(&mut self, request: &Incoming<'_>, body: Body<'_>, out: &mut Vec<u8>) -> Served {
         let Body::Bytes(body) = body else {
             panic!("the recorder streams nothing")
         };
         self.requests
             .push((request.method.into(), request.target.into(), body.to_vec()));
+        if request.target.starts_with("/wait") {
+            return Served::Waiting;
+        }
         let text = format!("{} {} {}", request.method, request.target, body.len());
         percore_http::write_simple(out, 200, &[], &text, request.keep_alive);
+        Served::Answered
     }
 
     fn begin_stream(&mut self, _: &Incoming<'_>, _: usize, _: &[u8]) -> Option<Streamed> {
@@ -31,6 +47,7 @@ pub(crate) fn settings(limits: &percore_http::Limits) -> IntakeSettings<'_> {
     IntakeSettings {
         limits,
         peer: None,
+        conn: 0,
         draining: false,
         request_timeout: Duration::from_secs(10),
         now: Instant::now(),
@@ -197,4 +214,84 @@ fn a_started_request_has_a_deadline_and_a_finished_one_has_none() {
     intake.feed(b"\r\n", &mut out, &mut server, &s);
     assert!(!intake.mid_request());
     assert!(!intake.expired(s.now + Duration::from_secs(3600)));
+}
+
+fn targets(server: &Recorder) -> Vec<&str> {
+    server.requests.iter().map(|r| r.1.as_str()).collect()
+}
+
+#[test]
+fn a_call_in_flight_holds_the_requests_behind_it_until_it_ends() {
+    let limits = percore_http::Limits::default();
+    let mut server = Recorder::default();
+    let mut intake = Intake::default();
+    let mut out = Vec::new();
+    let wire = b"GET /wait HTTP/1.1\r\nhost: t\r\n\r\nGET /2 HTTP/1.1\r\nhost: t\r\n\r\nPOST /3 HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\n\r\nab";
+    assert!(intake.feed(wire, &mut out, &mut server, &settings(&limits)));
+    assert_eq!(targets(&server), ["/wait"], "nothing behind the call runs");
+    assert!(out.is_empty() && intake.waiting() && intake.mid_request());
+    // More arrives while the call runs: kept, not answered, and no request times out.
+    assert!(intake.feed(b"cd", &mut out, &mut server, &settings(&limits)));
+    assert_eq!(server.requests.len(), 1);
+    assert!(!intake.expired(Instant::now() + Duration::from_secs(3600)));
+    // A send completing meanwhile answers nothing either.
+    assert!(intake.resume(&mut out, &mut server, &settings(&limits)));
+    assert_eq!(server.requests.len(), 1);
+    // The call ends (its response is written first), then the rest is answered in order.
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+    intake.call_ended(Instant::now(), Duration::from_secs(10));
+    assert!(intake.resume(&mut out, &mut server, &settings(&limits)));
+    assert_eq!(targets(&server), ["/wait", "/2", "/3"]);
+    assert_eq!(server.requests[2].2, b"abcd");
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(statuses(&out), ["200", "200", "200"], "{out}");
+    assert!(out.find("GET /2 0").unwrap() < out.find("POST /3 4").unwrap());
+    assert!(!intake.mid_request());
+}
+
+#[test]
+fn a_request_the_core_has_no_room_for_is_held_until_woken() {
+    let limits = percore_http::Limits::default();
+    let mut server = Recorder {
+        full: true,
+        ..Recorder::default()
+    };
+    let mut intake = Intake::default();
+    let mut out = Vec::new();
+    let wire = b"POST /1 HTTP/1.1\r\nhost: t\r\ncontent-length: 6\r\n\r\nabc";
+    assert!(intake.feed(wire, &mut out, &mut server, &settings(&limits)));
+    assert!(intake.feed(b"def", &mut out, &mut server, &settings(&limits)));
+    assert_eq!(server.refused, 1, "asked once, then held");
+    assert!(intake.feed(
+        b"GET /2 HTTP/1.1\r\nhost: t\r\n\r\n",
+        &mut out,
+        &mut server,
+        &settings(&limits)
+    ));
+    assert!(intake.resume(&mut out, &mut server, &settings(&limits)));
+    assert_eq!(server.refused, 1, "a send completing does not ask again");
+    assert!(server.requests.is_empty() && out.is_empty());
+    assert!(!intake.expired(Instant::now() + Duration::from_secs(3600)));
+    // Woken with room: both answered, the held body whole.
+    server.full = false;
+    intake.unhold();
+    assert!(intake.resume(&mut out, &mut server, &settings(&limits)));
+    assert_eq!(targets(&server), ["/1", "/2"]);
+    assert_eq!(server.requests[0].2, b"abcdef");
+    assert_eq!(statuses(&String::from_utf8_lossy(&out)), ["200", "200"]);
+}
+
+#[test]
+fn a_waiting_request_that_closes_its_connection_reads_nothing_more() {
+    let limits = percore_http::Limits::default();
+    let mut server = Recorder::default();
+    let mut intake = Intake::default();
+    let mut out = Vec::new();
+    let wire = b"GET /wait HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\nGET /2 HTTP/1.1\r\nhost: t\r\n\r\n";
+    assert!(!intake.feed(wire, &mut out, &mut server, &settings(&limits)));
+    assert!(
+        intake.waiting(),
+        "the call still ends and its response is written"
+    );
+    assert_eq!(targets(&server), ["/wait"]);
 }

@@ -8,6 +8,7 @@ mod examples;
 mod hostile;
 mod kinds;
 mod reset;
+mod slices;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -112,7 +113,7 @@ impl Req {
     }
 
     /// Call `f` with this request as the engine takes it.
-    fn with_request<R>(&self, f: impl FnOnce(&Request<'_>) -> R) -> R {
+    pub fn with_request<R>(&self, f: impl FnOnce(&Request<'_>) -> R) -> R {
         let headers: Vec<(&str, &[u8])> = self
             .headers
             .iter()
