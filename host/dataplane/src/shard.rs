@@ -120,6 +120,12 @@ impl Shard {
                 self.on_event(&mut ring, event);
             }
             if self.dispatch.has_calls() {
+                // Send what this turn answered before the calls in flight run their slices.
+                self.flush(&mut ring);
+                if let Err(e) = ring.submit_and_wait(0) {
+                    tracing::error!(core = self.core, "io_uring: {e}");
+                    break;
+                }
                 self.run_calls();
             }
             self.flush(&mut ring);

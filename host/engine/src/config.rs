@@ -83,6 +83,9 @@ impl EngineConfig {
             // Host-owned memories (so the host can write the input region) need the on-demand
             // allocator and no copy-on-write memory images.
             .with_host_memory(Arc::new(percore_rt::host_memory::HostMemoryCreator))
+            // Fiber stacks of calls that can yield come from a per-thread (per-core) pool, not
+            // a new mapping per call of a fresh instance.
+            .with_host_stack(percore_rt::stacks::StackPool::creator())
             .memory_init_cow(false)
             .memory_reservation(self.memory_reservation)
             .memory_guard_size(self.memory_guard)

@@ -613,6 +613,8 @@ enum Entry {
 /// charged is the sum of the slices'. The call owns its instance and gives it back at the end.
 pub struct Running {
     future: Pin<Box<dyn Future<Output = (Instance, Invocation)> + Send>>,
+    /// It has been polled before: the next poll resumes it.
+    started: bool,
 }
 
 impl std::fmt::Debug for Running {
@@ -629,13 +631,17 @@ impl Running {
                 let invocation = instance.run(prepared).await;
                 (instance, invocation)
             }),
+            started: false,
         }
     }
 
     /// Run the call for one slice. `Ready`: it ended, with its instance and its outcome.
     /// `Pending`: it yielded, and `cx`'s waker has been woken (it can run again at once).
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<(Instance, Invocation)> {
-        crate::budget::resumed();
+        // The first slice starts with the call's clock; later ones when resumed.
+        if std::mem::replace(&mut self.started, true) {
+            crate::budget::resumed();
+        }
         self.future.as_mut().poll(cx)
     }
 }

@@ -18,4 +18,5 @@ pub mod host_memory;
 pub mod net;
 pub mod notify;
 pub mod pagemap;
+pub mod stacks;
 pub mod uring;
