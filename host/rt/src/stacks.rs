@@ -217,11 +217,8 @@ mod tests {
         let zeroed = pool.new_stack(size, true).unwrap();
         assert_eq!(zeroed.top(), top);
         // SAFETY: as above.
-        assert_eq!(
-            unsafe { *zeroed.top().sub(1) },
-            0,
-            "a zeroed stack reads as zeros"
-        );
+        let byte = unsafe { *zeroed.top().sub(1) };
+        assert_eq!(byte, 0, "a zeroed stack reads as zeros");
         let other = pool.new_stack(size * 2, false).unwrap();
         assert_ne!(
             other.top(),
