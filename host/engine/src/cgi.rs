@@ -24,6 +24,7 @@ use crate::cgi_protocol::{self, CgiRequest};
 use crate::host::HostState;
 use crate::instance::{InputPath, Invocation};
 use crate::response_check::check_parts;
+use crate::running::{Running, TimeSlice};
 use crate::wasi::{self, ResponseStdout};
 use crate::{Engine, Error, Fault, Limits, Request, Response, TimeoutKind};
 
@@ -110,6 +111,36 @@ impl CgiHandler {
         request: &Request<'_>,
         site: &CgiSite<'_>,
     ) -> Invocation {
+        let command = self.prepare(limits, config, request, site);
+        self.runtime.block_on(command.run())
+    }
+
+    /// [`CgiHandler::handle`] as a call that yields every `slice` of running (see
+    /// [`Running`]).
+    pub fn start(
+        &self,
+        limits: Arc<Limits>,
+        config: Arc<BTreeMap<String, String>>,
+        request: &Request<'_>,
+        site: &CgiSite<'_>,
+        slice: TimeSlice,
+    ) -> Running<()> {
+        let mut command = self.prepare(limits, config, request, site);
+        command.store.data_mut().clock.slice = Some(slice.ticks());
+        Running::new(
+            async move { ((), command.run().await) },
+            Some(self.runtime.clone()),
+        )
+    }
+
+    /// The command's store for one request: its environment, arguments, stdin and stdout.
+    fn prepare(
+        &self,
+        limits: Arc<Limits>,
+        config: Arc<BTreeMap<String, String>>,
+        request: &Request<'_>,
+        site: &CgiSite<'_>,
+    ) -> Command {
         let cgi = CgiRequest {
             method: request.method,
             path_with_query: request.path_with_query,
@@ -140,9 +171,30 @@ impl CgiHandler {
                 pre.module().engine(),
             ),
         };
-        let mut store = new_store(engine, state);
-        let ran = self.runtime.block_on(run(&self.entry, &mut store, &limits));
-        let (bytes, overflow) = stdout.take();
+        Command {
+            store: new_store(engine, state),
+            entry: self.entry.clone(),
+            stdout,
+            limits,
+            body_len: request.body.len(),
+        }
+    }
+}
+
+/// One request's run of a command.
+struct Command {
+    store: Store<HostState>,
+    entry: Entry,
+    stdout: ResponseStdout,
+    limits: Arc<Limits>,
+    body_len: usize,
+}
+
+impl Command {
+    async fn run(mut self) -> Invocation {
+        let ran = run(&self.entry, &mut self.store, &self.limits).await;
+        let limits = &self.limits;
+        let (bytes, overflow) = self.stdout.take();
         let result = match ran {
             // A command stopped for writing too much reports that, not the failure it then hit.
             Ok(()) | Err(Fault::Trap { .. } | Fault::Exit { .. }) if overflow > 0 => {
@@ -151,15 +203,15 @@ impl CgiHandler {
                     limit: limits.max_response_body,
                 })
             }
-            Ok(()) => response(bytes, &limits),
+            Ok(()) => response(bytes, limits),
             Err(fault) => Err(fault),
         };
         finish(
-            &mut store,
+            &mut self.store,
             result,
             InputPath::Portable,
             2,
-            request.body.len(),
+            self.body_len,
         )
     }
 }

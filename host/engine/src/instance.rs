@@ -1,9 +1,7 @@
 //! Loaded components, their instances, and one request through an instance.
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use percore_rt::host_memory::{HostMemoryStore, ResetStats, SnapshotError};
@@ -13,6 +11,7 @@ use crate::bindings;
 use crate::budget::{call_cpu, classify, new_store, start_clock};
 use crate::host::{HostState, LogRecord};
 use crate::response_check::check_response;
+use crate::running::{Running, TimeSlice, block_on};
 use crate::{Engine, Error, Fault, Limits, NotResettable, Request, Response};
 
 /// Region capacity asked for at first use: small requests fit, and a fresh instance touches
@@ -358,13 +357,12 @@ impl Instance {
         head: &Request<'_>,
         body: StreamedBody,
         slice: TimeSlice,
-    ) -> Running {
+    ) -> Running<Instance> {
         let prepared = self.prepare_streamed(head, body);
-        Running::new(self, prepared, slice)
+        self.into_running(prepared, slice)
     }
 
     fn prepare_streamed(&mut self, head: &Request<'_>, body: StreamedBody) -> Prepared {
-        self.requests += 1;
         let total = body.head_len + body.body_len;
         let stats = CallStats {
             input: InputPath::Region,
@@ -401,8 +399,9 @@ impl Instance {
         Prepared { entry, stats }
     }
 
-    /// Forget the previous call's log records.
+    /// Count the request and forget the previous call's log records.
     fn begin_call(&mut self) {
+        self.requests += 1;
         let state = self.memories.store().data_mut();
         state.logs.clear();
         state.logs_dropped = 0;
@@ -440,9 +439,9 @@ impl Instance {
         request: &Request<'_>,
         preference: InputPreference,
         slice: TimeSlice,
-    ) -> Running {
+    ) -> Running<Instance> {
         let prepared = self.prepare(request, preference);
-        Running::new(self, prepared, slice)
+        self.into_running(prepared, slice)
     }
 
     /// Put the request where the guest will read it: in the input region, or into the record
@@ -452,7 +451,6 @@ impl Instance {
             InputPreference::Region if self.has_region_access() => InputPath::Region,
             _ => InputPath::Portable,
         };
-        self.requests += 1;
         let total = request.head_len() + request.body.len();
         let mut stats = CallStats {
             input,
@@ -501,6 +499,18 @@ impl Instance {
                 body: request.body.len() as u32,
             },
         }
+    }
+
+    /// The call of a prepared request, owning this instance until it ends.
+    fn into_running(mut self, prepared: Prepared, slice: TimeSlice) -> Running<Instance> {
+        self.memories.store().data_mut().clock.slice = Some(slice.ticks());
+        Running::new(
+            async move {
+                let invocation = self.run(prepared).await;
+                (self, invocation)
+            },
+            None,
+        )
     }
 
     /// Call the guest with a prepared request; the instance is unusable after a fault.
@@ -573,24 +583,6 @@ impl Instance {
     }
 }
 
-/// How long a call that can yield runs before it does, in ticks of the engine's epoch clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeSlice {
-    ticks: u32,
-}
-
-impl TimeSlice {
-    /// `slice` of running time on an engine whose epoch ticks every `tick`: a whole number of
-    /// ticks, at least one. A slice ends at a tick, so it runs at most `slice` rounded up to
-    /// the tick (less for the first tick of a slice, which comes sooner).
-    pub fn new(slice: Duration, tick: Duration) -> Self {
-        let ticks = slice.as_nanos().div_ceil(tick.as_nanos().max(1));
-        Self {
-            ticks: u32::try_from(ticks).unwrap_or(u32::MAX).max(1),
-        }
-    }
-}
-
 /// A request made ready for its call.
 struct Prepared {
     entry: Entry,
@@ -605,54 +597,4 @@ enum Entry {
     Portable(crate::bindings::guest::Request),
     /// The call cannot be made.
     Failed(Fault),
-}
-
-/// One request running on an instance as a call that yields at the end of each time slice (an
-/// epoch tick past the slice): the caller polls it again when it chooses, so that other work
-/// runs between slices. The CPU budget and the wall deadline hold across slices; the CPU time
-/// charged is the sum of the slices'. The call owns its instance and gives it back at the end.
-pub struct Running {
-    future: Pin<Box<dyn Future<Output = (Instance, Invocation)> + Send>>,
-    /// It has been polled before: the next poll resumes it.
-    started: bool,
-}
-
-impl std::fmt::Debug for Running {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Running").finish_non_exhaustive()
-    }
-}
-
-impl Running {
-    fn new(mut instance: Instance, prepared: Prepared, slice: TimeSlice) -> Self {
-        instance.memories.store().data_mut().clock.slice = Some(slice.ticks);
-        Self {
-            future: Box::pin(async move {
-                let invocation = instance.run(prepared).await;
-                (instance, invocation)
-            }),
-            started: false,
-        }
-    }
-
-    /// Run the call for one slice. `Ready`: it ended, with its instance and its outcome.
-    /// `Pending`: it yielded, and `cx`'s waker has been woken (it can run again at once).
-    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<(Instance, Invocation)> {
-        // The first slice starts with the call's clock; later ones when resumed.
-        if std::mem::replace(&mut self.started, true) {
-            crate::budget::resumed();
-        }
-        self.future.as_mut().poll(cx)
-    }
-}
-
-/// Drive a call that cannot yield (its clock has no slice) to its end.
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-    }
 }

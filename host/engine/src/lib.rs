@@ -27,6 +27,7 @@ mod instance;
 mod kind;
 mod message;
 mod response_check;
+mod running;
 mod state;
 mod ticker;
 mod validate;
@@ -40,12 +41,12 @@ pub use config::{EngineConfig, Limits};
 pub use error::{Error, Fault, TimeoutKind};
 pub use host::{CoreDump, LogLevel, LogRecord, LogSource};
 pub use instance::{
-    CallStats, Handler, InputPath, InputPreference, Instance, Invocation, ResetError, Running,
-    StreamedBody, TimeSlice,
+    CallStats, Handler, InputPath, InputPreference, Instance, Invocation, ResetError, StreamedBody,
 };
 pub use kind::{Detected, GuestKind, UnknownKind, detect, kind_of};
 pub use message::{Request, Response};
 pub use percore_rt::host_memory::{ResetStats, SnapshotError};
+pub use running::{Running, TimeSlice};
 pub use state::{NotResettable, check_resettable};
 pub use ticker::EpochTicker;
 pub use wasi_http::{HttpHandler, HttpInstance};

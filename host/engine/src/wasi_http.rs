@@ -8,11 +8,11 @@
 //! current-thread runtime, inside `block_on` only: never entered otherwise, so that the
 //! synchronous WASI of `edge:handler` guests is not affected.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use crate::budget::{classify, finish, new_store, start_clock};
 use crate::host::HostState;
 use crate::instance::{CallStats, InputPath, Invocation, RESET_RESIDENT_BUDGET};
 use crate::response_check::check_parts;
+use crate::running::{Running, TimeSlice};
 use crate::{
     Engine, Error, Fault, Limits, NotResettable, Request, ResetError, Response, TimeoutKind, wasi,
 };
@@ -188,33 +189,74 @@ impl HttpInstance {
 
     /// Run one request.
     pub fn handle(&mut self, request: &Request<'_>) -> Invocation {
+        let prepared = self.prepare(request);
+        let runtime = self.runtime.clone();
+        runtime.block_on(self.run(prepared))
+    }
+
+    /// Start one request as a call that yields every `slice` of running (see [`Running`]).
+    /// The call owns the instance until it ends.
+    pub fn start(mut self, request: &Request<'_>, slice: TimeSlice) -> Running<HttpInstance> {
+        let prepared = self.prepare(request);
+        self.memories.store().data_mut().clock.slice = Some(slice.ticks());
+        let runtime = self.runtime.clone();
+        Running::new(
+            async move {
+                let invocation = self.run(prepared).await;
+                (self, invocation)
+            },
+            Some(runtime),
+        )
+    }
+
+    /// The request as wasi:http takes it, and the call's clock started.
+    fn prepare(&mut self, request: &Request<'_>) -> Prepared {
         self.requests += 1;
         let store = self.memories.store();
         let state = store.data_mut();
         state.logs.clear();
         state.logs_dropped = 0;
         state.coredump = None;
-        let result = if self.usable {
+        let incoming = if self.usable {
             start_clock(store);
-            let limits = store.data().limits.clone();
-            self.runtime
-                .block_on(call(&self.proxy, store, request, &limits))
+            to_http(request)
         } else {
             Err(Fault::Poisoned)
+        };
+        Prepared {
+            incoming,
+            bytes: request.head_len() + request.body.len(),
+        }
+    }
+
+    async fn run(&mut self, prepared: Prepared) -> Invocation {
+        let store = self.memories.store();
+        let result = match prepared.incoming {
+            Ok(incoming) => {
+                let limits = store.data().limits.clone();
+                call(&self.proxy, store, incoming, &limits).await
+            }
+            Err(fault) => Err(fault),
         };
         if result.is_err() {
             self.usable = false;
         }
-        let bytes = request.head_len() + request.body.len();
-        finish(store, result, InputPath::Portable, 2, bytes)
+        finish(store, result, InputPath::Portable, 2, prepared.bytes)
     }
+}
+
+/// A request ready for its call.
+struct Prepared {
+    incoming: Result<http::Request<Full<Bytes>>, Fault>,
+    /// Its size, for the call's statistics.
+    bytes: usize,
 }
 
 /// Call `handle` and drain the response, all within the wall deadline.
 async fn call(
     proxy: &Proxy,
     store: &mut Store<HostState>,
-    request: &Request<'_>,
+    incoming: http::Request<Full<Bytes>>,
     limits: &Limits,
 ) -> Result<Response, Fault> {
     let deadline = limits.wall_deadline;
@@ -222,14 +264,13 @@ async fn call(
     let host_fault = |e: wasmtime::Error| Fault::Host {
         message: format!("cannot hand the request to the guest: {e:#}"),
     };
-    let incoming = to_http(request)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<Outparam>();
     let mut http = store.data_mut().http();
     let req = http
         .new_incoming_request(Scheme::Http, incoming)
         .map_err(host_fault)?;
     let out = http.new_response_outparam(tx).map_err(host_fault)?;
-    let got_response = Cell::new(false);
+    let got_response = AtomicBool::new(false);
     let drained = drain(rx, limits.max_response_body, &got_response);
     let call = proxy
         .wasi_http_incoming_handler()
@@ -257,7 +298,7 @@ async fn call(
                 .collect();
             check_parts(parts.status.as_u16(), headers, body, &store.data().limits)
         }
-        (Some(Ok(())), None) if got_response.get() => Err(Fault::BadResponse {
+        (Some(Ok(())), None) if got_response.load(Ordering::Relaxed) => Err(Fault::BadResponse {
             reason: "the guest returned without finishing the response body \
                      (outgoing-body.finish was never called)"
                 .into(),
@@ -311,7 +352,7 @@ fn to_http(request: &Request<'_>) -> Result<http::Request<Full<Bytes>>, Fault> {
 async fn drain(
     rx: tokio::sync::oneshot::Receiver<Outparam>,
     max_body: usize,
-    got_response: &Cell<bool>,
+    got_response: &AtomicBool,
 ) -> Result<(http::response::Parts, Vec<u8>), Fault> {
     let bad = |reason: String| Fault::BadResponse { reason };
     let response = match rx.await {
@@ -324,7 +365,7 @@ async fn drain(
         // The outparam was dropped: the call is ending without a response; `run` says so.
         Err(_) => std::future::pending().await,
     };
-    got_response.set(true);
+    got_response.store(true, Ordering::Relaxed);
     let (parts, mut body) = response.into_parts();
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {

@@ -85,3 +85,33 @@ fn calls_in_flight_are_bounded_then_queued_then_refused_with_retry_after() {
     assert!(server.terminate().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn wasi_http_and_command_calls_yield_too() {
+    let probe = |name: &str, guest_name: &str, path: &str| {
+        deployment(name, guest_name, path).replace("cpu_ms = 10000", "cpu_ms = 2000")
+            + "[deployment.config]\nPROBE_ROLE = \"hostile\"\n"
+    };
+    let body = probe("http-busy", "probe-http", "/http")
+        + &probe("cgi-busy", "probe-cgi", "/cgi")
+        + &deployment("hello", "hello", "/");
+    let (server, dir) = serve_one_core("slices-kinds", &body);
+    // Each loops until its CPU budget (2 s) ends it.
+    let http = spin(server.addr, "/http/loop");
+    let cgi = spin(server.addr, "/cgi/loop");
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..10 {
+        assert_eq!(
+            get(server.addr, "/"),
+            (200, b"Hello from percore!\n".to_vec())
+        );
+    }
+    assert!(
+        !http.is_finished() && !cgi.is_finished(),
+        "requests to another deployment waited for the looping calls"
+    );
+    assert_eq!(http.join().unwrap().0, 504);
+    assert_eq!(cgi.join().unwrap().0, 504);
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

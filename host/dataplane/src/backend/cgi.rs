@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use percore_engine::{CgiHandler, CgiSite, Engine, Guest, Limits};
 
-use super::{Call, Cx, Mapped, Outcome, fail, settle};
+use super::{Call, Cx, Mapped, Outcome, Ran, SuspendedCall, fail, first_slice, settle};
 use crate::ServeConfig;
 use crate::link::Ready;
 
@@ -40,12 +40,14 @@ impl CgiBackend {
         })
     }
 
-    pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Outcome {
+    /// Start the command for one request; if it ends within its first slice, write the
+    /// response, else it is in flight.
+    pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Ran {
         let mut outcome = Outcome::new();
         outcome.cold = true;
         let handler = match self.guest.get(cx, &mut outcome) {
             Ok(handler) => handler,
-            Err(fault) => return fail(&fault, call.deployment, call.id, cx, outcome),
+            Err(fault) => return Ran::Done(fail(&fault, call.deployment, call.id, cx, outcome)),
         };
         let host = call
             .request
@@ -67,13 +69,19 @@ impl CgiBackend {
             server_port: self.port,
             remote_addr: &remote,
         };
-        let invocation = handler.handle(
+        let running = handler.start(
             self.limits.clone(),
             self.config.clone(),
             call.request,
             &site,
+            cx.slice,
         );
-        settle(invocation, call.deployment, call.id, cx, outcome)
+        match first_slice(running, outcome, SuspendedCall::Cgi) {
+            Ok(((), invocation)) => {
+                Ran::Done(settle(invocation, call.deployment, call.id, cx, outcome))
+            }
+            Err(suspended) => Ran::Yielded(suspended),
+        }
     }
 }
 

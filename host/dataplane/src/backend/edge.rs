@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use percore_engine::{
     Engine, Fault, Handler, InputPreference, Instance, Limits, Request, StreamedBody,
 };
 
-use super::{Call, Cx, Outcome, Ran, StreamInto, Suspended, fail, settle};
+use super::{Call, Cx, Outcome, Ran, StreamInto, SuspendedCall, fail, first_slice, settle};
 use crate::ServeConfig;
 use crate::counters::Counters;
 use crate::link::Ready;
@@ -149,17 +148,16 @@ impl EdgeHandler {
             Ok(instance) => instance,
             Err(fault) => return Ran::Done(fail(&fault, deployment, id, cx, outcome)),
         };
-        let mut running = match streamed_body {
+        let running = match streamed_body {
             Some(body) => instance.start_streamed(request, body, cx.slice),
             None => instance.start(request, self.input, cx.slice),
         };
-        let mut waker = Context::from_waker(Waker::noop());
-        match running.poll(&mut waker) {
-            Poll::Ready((instance, invocation)) => {
+        match first_slice(running, outcome, SuspendedCall::Edge) {
+            Ok((instance, invocation)) => {
                 self.pool.give_back(instance, cx.counters);
                 Ran::Done(settle(invocation, deployment, id, cx, outcome))
             }
-            Poll::Pending => Ran::Yielded(Suspended::new(running, outcome)),
+            Err(suspended) => Ran::Yielded(suspended),
         }
     }
 

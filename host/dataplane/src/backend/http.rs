@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use percore_engine::{Engine, Guest, HttpHandler, HttpInstance, Limits};
 
-use super::{Call, Cx, Mapped, Outcome, fail, settle};
+use super::{Call, Cx, Mapped, Outcome, Ran, SuspendedCall, fail, first_slice, settle};
 use crate::ServeConfig;
+use crate::counters::Counters;
 use crate::link::Ready;
 use crate::pool::InstancePool;
 
@@ -52,11 +53,13 @@ impl HttpBackend {
         self.pool.clear();
     }
 
-    pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Outcome {
+    /// Start one request on an instance from the pool; if it ends within its first slice,
+    /// give the instance back and write the response, else it is in flight.
+    pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Ran {
         let mut outcome = Outcome::new();
         let handler = match self.guest.get(cx, &mut outcome) {
             Ok(handler) => handler,
-            Err(fault) => return fail(&fault, call.deployment, call.id, cx, outcome),
+            Err(fault) => return Ran::Done(fail(&fault, call.deployment, call.id, cx, outcome)),
         };
         let taken = self.pool.take(
             handler,
@@ -65,15 +68,25 @@ impl HttpBackend {
             call.deployment,
             cx.counters,
         );
-        let mut instance = match taken {
+        let instance = match taken {
             Ok(taken) => {
                 outcome.cold |= taken.cold;
                 taken.instance
             }
-            Err(fault) => return fail(&fault, call.deployment, call.id, cx, outcome),
+            Err(fault) => return Ran::Done(fail(&fault, call.deployment, call.id, cx, outcome)),
         };
-        let invocation = instance.handle(call.request);
-        self.pool.give_back(instance, cx.counters);
-        settle(invocation, call.deployment, call.id, cx, outcome)
+        let running = instance.start(call.request, cx.slice);
+        match first_slice(running, outcome, SuspendedCall::Http) {
+            Ok((instance, invocation)) => {
+                self.pool.give_back(instance, cx.counters);
+                Ran::Done(settle(invocation, call.deployment, call.id, cx, outcome))
+            }
+            Err(suspended) => Ran::Yielded(suspended),
+        }
+    }
+
+    /// An instance whose call ended after yielding.
+    pub(crate) fn give_back(&mut self, instance: HttpInstance, counters: &mut Counters) {
+        self.pool.give_back(instance, counters);
     }
 }

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use percore_engine::{Engine, Fault, Guest, GuestKind, Invocation, Request};
+use std::task::{Context, Poll, Waker};
+
+use percore_engine::{Engine, Fault, Guest, GuestKind, Invocation, Request, Running};
 
 use crate::ServeConfig;
 use crate::counters::Counters;
@@ -85,38 +87,79 @@ pub(crate) enum Ran {
     Yielded(Suspended),
 }
 
-/// A call that yielded (only `edge:handler` calls yield so far), and what is known of its
-/// outcome.
+/// A call that yielded, by kind of guest, and what is known of its outcome.
 #[derive(Debug)]
 pub(crate) struct Suspended {
-    running: percore_engine::Running,
+    call: SuspendedCall,
     outcome: Outcome,
+}
+
+#[derive(Debug)]
+pub(crate) enum SuspendedCall {
+    Edge(Running<percore_engine::Instance>),
+    Http(Running<percore_engine::HttpInstance>),
+    /// A command: it runs once, on no instance to give back.
+    Cgi(Running<()>),
 }
 
 /// A call that ended after yielding: what its backend needs to finish it.
 #[derive(Debug)]
 pub(crate) struct Ended {
-    instance: percore_engine::Instance,
+    /// The instance to give back to its pool, if any.
+    instance: Returned,
     invocation: Invocation,
     outcome: Outcome,
 }
 
-impl Suspended {
-    fn new(running: percore_engine::Running, outcome: Outcome) -> Self {
-        Self { running, outcome }
-    }
+#[derive(Debug)]
+enum Returned {
+    Edge(percore_engine::Instance),
+    Http(percore_engine::HttpInstance),
+    Nothing,
+}
 
-    /// Run the call for one more slice (every call in flight can run: a call only yields at
-    /// the end of a slice, and wakes itself as it does).
-    pub(crate) fn poll(&mut self) -> std::task::Poll<Ended> {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        self.running
-            .poll(&mut cx)
-            .map(|(instance, invocation)| Ended {
-                instance,
-                invocation,
-                outcome: self.outcome,
-            })
+impl Suspended {
+    /// Run the call for one more slice. Every call in flight can run: it yielded at the end of
+    /// a slice (and woke itself doing so), or waits for a timer of its own, which its runtime
+    /// fires when the call is polled.
+    pub(crate) fn poll(&mut self) -> Poll<Ended> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let (instance, invocation) = match &mut self.call {
+            SuspendedCall::Edge(call) => match call.poll(&mut cx) {
+                Poll::Ready((i, inv)) => (Returned::Edge(i), inv),
+                Poll::Pending => return Poll::Pending,
+            },
+            SuspendedCall::Http(call) => match call.poll(&mut cx) {
+                Poll::Ready((i, inv)) => (Returned::Http(i), inv),
+                Poll::Pending => return Poll::Pending,
+            },
+            SuspendedCall::Cgi(call) => match call.poll(&mut cx) {
+                Poll::Ready(((), inv)) => (Returned::Nothing, inv),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        Poll::Ready(Ended {
+            instance,
+            invocation,
+            outcome: self.outcome,
+        })
+    }
+}
+
+/// Run a call's first slice. `Ok`: it ended, with what it ran on and its invocation; `Err`: it
+/// yielded, and is in flight.
+pub(crate) fn first_slice<I>(
+    mut call: Running<I>,
+    outcome: Outcome,
+    suspend: fn(Running<I>) -> SuspendedCall,
+) -> Result<(I, Invocation), Suspended> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match call.poll(&mut cx) {
+        Poll::Ready(ended) => Ok(ended),
+        Poll::Pending => Err(Suspended {
+            call: suspend(call),
+            outcome,
+        }),
     }
 }
 
@@ -165,13 +208,13 @@ impl Backend {
 
     /// Start one request: it ends and its response is written, or it yields.
     pub(crate) fn run(&mut self, call: Call<'_, '_>, cx: &mut Cx<'_>) -> Ran {
-        Ran::Done(match self {
-            Self::Edge(edge) => return edge.run(call, cx),
+        match self {
+            Self::Edge(edge) => edge.run(call, cx),
             Self::Http(http) => http.run(call, cx),
             Self::Cgi(cgi) => cgi.run(call, cx),
-            Self::Bare(bare) => bare.run(call, cx),
-            Self::Native(native) => native.run(call.request, cx),
-        })
+            Self::Bare(bare) => Ran::Done(bare.run(call, cx)),
+            Self::Native(native) => Ran::Done(native.run(call.request, cx)),
+        }
     }
 
     /// Finish a call that ended after yielding: give its instance back to `backend`'s pool
@@ -189,8 +232,15 @@ impl Backend {
             invocation,
             outcome,
         } = ended;
-        if let Some(Self::Edge(edge)) = backend {
-            edge.give_back(instance, cx.counters);
+        match (backend, instance) {
+            (Some(Self::Edge(edge)), Returned::Edge(instance)) => {
+                edge.give_back(instance, cx.counters)
+            }
+            (Some(Self::Http(http)), Returned::Http(instance)) => {
+                http.give_back(instance, cx.counters)
+            }
+            // The deployment changed meanwhile, or the call ran on no instance.
+            _ => {}
         }
         settle(invocation, deployment, id, cx, outcome)
     }

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use percore_engine::{Fault, InputPreference, Invocation, Limits, Running, TimeSlice, TimeoutKind};
+use percore_engine::{
+    CgiSite, Fault, Guest, InputPreference, Instance, Invocation, Limits, Running, TimeSlice,
+    TimeoutKind,
+};
 
-use crate::{get, handler};
+use crate::{get, guest, handler};
 
-fn start(path: &str, limits: Limits) -> Running {
+fn start(path: &str, limits: Limits) -> Running<Instance> {
     let instance = handler("hostile")
         .instantiate(Arc::new(limits), Default::default())
         .unwrap();
@@ -18,7 +21,7 @@ fn start(path: &str, limits: Limits) -> Running {
 }
 
 /// Poll every call once per round, in turn, until all have ended; also counts the rounds.
-fn round_robin(mut calls: Vec<Running>) -> (Vec<Invocation>, usize) {
+fn round_robin<I>(mut calls: Vec<Running<I>>) -> (Vec<Invocation>, usize) {
     let mut cx = Context::from_waker(Waker::noop());
     let mut done: Vec<Option<Invocation>> = calls.iter().map(|_| None).collect();
     let mut rounds = 0;
@@ -91,4 +94,55 @@ fn the_cpu_budget_counts_only_the_calls_own_slices() {
         "both budgets used up in {:?}",
         started.elapsed()
     );
+}
+
+fn slice() -> TimeSlice {
+    TimeSlice::new(Duration::from_millis(1), Duration::from_millis(1))
+}
+
+fn hostile_role() -> Arc<std::collections::BTreeMap<String, String>> {
+    Arc::new([("PROBE_ROLE".to_owned(), "hostile".to_owned())].into())
+}
+
+/// A loop in a wasi:http guest and in a command: each yields at the end of its slices, and
+/// its CPU budget ends it.
+#[test]
+fn wasi_http_and_command_calls_yield_and_hit_their_budget() {
+    let budget = Duration::from_millis(30);
+    let limits = Arc::new(Limits {
+        cpu_budget: budget,
+        wall_deadline: Duration::from_secs(10),
+        ..Limits::default()
+    });
+    let Guest::Http(http) = guest("probe-http") else {
+        panic!("probe-http is a wasi:http guest")
+    };
+    let Guest::Cgi(cgi) = guest("probe-cgi") else {
+        panic!("probe-cgi is a command")
+    };
+    // Each call is started just before it runs: its clock starts when it is made.
+    let loop_request = get("/loop");
+    let instance = http.instantiate(limits.clone(), hostile_role()).unwrap();
+    let (http_ended, _) = round_robin(vec![
+        loop_request.with_request(|r| instance.start(r, slice())),
+    ]);
+    let (cgi_ended, _) = round_robin(vec![loop_request.with_request(|r| {
+        cgi.start(
+            limits.clone(),
+            hostile_role(),
+            r,
+            &CgiSite::default(),
+            slice(),
+        )
+    })]);
+    for invocation in [&http_ended[0], &cgi_ended[0]] {
+        assert_eq!(
+            invocation.result.as_ref().unwrap_err(),
+            &Fault::Timeout {
+                kind: TimeoutKind::Cpu,
+                limit: budget
+            }
+        );
+        assert!(invocation.stats.yields >= 5, "{:?}", invocation.stats);
+    }
 }
