@@ -99,7 +99,7 @@ say "three hosts"
 for h in "${hosts[@]}"; do start_host "$h"; done
 
 say "deploy oci://$registry/apps/site:v1 to every host (the CLI pointed at each)"
-for h in "${hosts[@]}"; do admin "$h" deploy "oci://$registry/apps/site:v1" --route /site | head -1; done
+for h in "${hosts[@]}"; do admin "$h" deploy "oci://$registry/apps/site:v1" --route /site | sed -n 1p; done
 
 cat >"$work/haproxy.cfg" <<EOF
 global
@@ -170,7 +170,9 @@ load 10 "$work/rolling.wrk" &
 wrk_pid=$!
 sleep 1
 for h in "${hosts[@]}"; do
-    admin "$h" deploy "oci://$registry/apps/site:v2" --route /site --set greeting=v2 | head -1
+    # `sed -n 1p`, not `head -1`: the CLI prints a second line (the pinned digest), and a pipe
+    # closed before it would end the CLI with SIGPIPE (status 141 under pipefail).
+    admin "$h" deploy "oci://$registry/apps/site:v2" --route /site --set greeting=v2 | sed -n 1p
     sleep 1
 done
 wait "$wrk_pid"

@@ -160,7 +160,8 @@ pub struct ServeConfig {
 pub struct CallLimits {
     /// Running time after which a call yields (rounded up to the epoch tick).
     pub time_slice: Duration,
-    /// Calls in flight on one core at most.
+    /// Calls in flight on one core at most. Each holds an instance (its memory up to the
+    /// deployment's cap) until it ends: this bounds the memory calls in flight take.
     pub max_in_flight_per_core: usize,
     /// Calls of one deployment in flight on one core at most.
     pub max_in_flight_per_deployment: usize,
@@ -173,8 +174,8 @@ impl Default for CallLimits {
     fn default() -> Self {
         Self {
             time_slice: Duration::from_millis(1),
-            max_in_flight_per_core: 1024,
-            max_in_flight_per_deployment: 256,
+            max_in_flight_per_core: 256,
+            max_in_flight_per_deployment: 64,
             max_queued_per_core: 4096,
         }
     }

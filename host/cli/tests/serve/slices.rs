@@ -115,3 +115,55 @@ fn wasi_http_and_command_calls_yield_too() {
     assert!(server.terminate().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The host's resident memory, MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/PID/status")
+        >> 10
+}
+
+#[test]
+fn a_crowd_of_looping_calls_gets_typed_answers_and_the_host_stays_bounded() {
+    let body = "[calls]\nmax_in_flight_per_core = 32\nmax_in_flight_per_deployment = 24\nmax_queued_per_core = 48\n"
+        .to_owned()
+        + &deployment("busy", "hostile", "/busy").replace("cpu_ms = 10000", "cpu_ms = 20")
+        + &deployment("hello", "hello", "/");
+    let (server, dir) = serve_one_core("crowd", &body);
+    let mut peak = 0;
+    for round in 0..3 {
+        let crowd: Vec<_> = (0..120).map(|_| spin(server.addr, "/busy/loop")).collect();
+        // Another deployment is served while the crowd runs (the core has room beyond the
+        // busy deployment's 24).
+        assert_eq!(get(server.addr, "/").0, 200, "round {round}");
+        let mut statuses = std::collections::BTreeMap::new();
+        for call in crowd {
+            *statuses.entry(call.join().unwrap().0).or_insert(0) += 1;
+        }
+        assert!(
+            statuses.keys().all(|s| *s == 504 || *s == 503),
+            "each loop ends at its CPU budget (504) or finds no room (503): {statuses:?}"
+        );
+        assert!(
+            statuses.get(&504).copied().unwrap_or(0) >= 24,
+            "{statuses:?}"
+        );
+        let rss = rss_mib(server.pid());
+        if round == 0 {
+            peak = rss;
+        }
+        // Bounded: the third crowd takes no more than the first (24 instances in flight at
+        // most, whatever the crowd's size).
+        assert!(
+            rss <= peak + peak / 4 + 8,
+            "RSS {rss} MiB after round {round}, {peak} MiB after the first"
+        );
+    }
+    assert_eq!(get(server.addr, "/").0, 200);
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
