@@ -125,7 +125,10 @@ impl Conn {
             peer: Some(&self.stream),
             ..*settings
         };
-        if self.life == Life::Open && !self.intake.resume(&mut self.out, server, &settings) {
+        // A closing connection still answers what it holds (requests behind a call in flight,
+        // or waiting for room, from a client that then shut down its sending side: it may
+        // still read); a connection that closed for any other reason holds nothing.
+        if self.life != Life::Broken && !self.intake.resume(&mut self.out, server, &settings) {
             self.close();
         }
     }
@@ -135,15 +138,20 @@ impl Conn {
     pub(crate) fn call_ended(
         &mut self,
         write: impl FnOnce(&mut Vec<u8>),
-        now: Instant,
-        request_timeout: Duration,
+        settings: &IntakeSettings<'_>,
     ) {
         write(&mut self.out);
         if self.life == Life::Broken {
             // Nothing more can be sent: the response is dropped, so the connection can go.
             self.out.clear();
         }
-        self.intake.call_ended(now, request_timeout);
+        self.intake
+            .call_ended(settings.now, settings.request_timeout);
+        if settings.draining {
+            // The response said `connection: close`: nothing after it is answered.
+            self.intake.clear();
+            self.close();
+        }
     }
 
     /// The core has room for the call of the request this connection holds.
@@ -220,8 +228,10 @@ impl Conn {
     /// no operation is in flight it can be dropped.
     pub(crate) fn closing_steps(&mut self) -> Closing {
         let mut steps = Closing::default();
-        // A call in flight still has a response to write.
-        let flushed = !self.sending && self.out.is_empty() && !self.intake.waiting();
+        // A call in flight still has a response to write; a request held for room still has
+        // to run.
+        let flushed =
+            !self.sending && self.out.is_empty() && !self.intake.waiting() && !self.intake.held();
         if self.life != Life::Open && flushed {
             steps.shutdown = true;
             if self.recv == Recv::Armed {

@@ -122,10 +122,12 @@ impl Dispatch {
 
     /// Write the response of a call that ended into its connection's output `out` (a scratch
     /// buffer if the connection is gone), give its instance back, and meter it.
-    pub(crate) fn finish(&mut self, finished: Finished, out: &mut Vec<u8>) {
+    /// While the server is `draining`, the response says `connection: close`.
+    pub(crate) fn finish(&mut self, finished: Finished, out: &mut Vec<u8>, draining: bool) {
         let Finished { flight, ended } = finished;
+        let keep_alive = flight.keep_alive && !draining;
         #[allow(unused_mut)]
-        let mut reply = Reply::new(out, flight.keep_alive, flight.is_head);
+        let mut reply = Reply::new(out, keep_alive, flight.is_head);
         #[cfg(feature = "misbehave")]
         {
             reply.timeout_as_500 = flight.timeout_as_500;

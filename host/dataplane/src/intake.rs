@@ -197,6 +197,11 @@ impl Intake {
         self.waiting
     }
 
+    /// Whether a complete request waits for room for its call.
+    pub(crate) fn held(&self) -> bool {
+        self.held
+    }
+
     /// Whether a started request missed its deadline (a request whose call is in flight is
     /// bounded by its deployment's wall deadline instead, and requests held meanwhile wait).
     pub(crate) fn expired(&self, now: Instant) -> bool {

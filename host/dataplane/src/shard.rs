@@ -277,13 +277,15 @@ impl Shard {
             match self.conns.get_mut(token) {
                 Some(conn) => {
                     let dispatch = &mut self.dispatch;
-                    let timeout = self.config.request_timeout;
-                    conn.call_ended(|out| dispatch.finish(finished, out), now, timeout);
+                    let draining = self.draining;
+                    conn.call_ended(|out| dispatch.finish(finished, out, draining), &settings);
                     conn.resume(dispatch, &settings);
                     self.dirty.push(token);
                 }
                 // Cannot happen (a connection waits for its call), but the call is metered.
-                None => self.dispatch.finish(finished, &mut Vec::new()),
+                None => self
+                    .dispatch
+                    .finish(finished, &mut Vec::new(), self.draining),
             }
         }
         self.dispatch.take_woken(&mut self.woken);

@@ -1,8 +1,8 @@
 //! A call's clock and its budgets: the epoch check that stops a guest past its CPU budget or
 //! wall deadline, and the turning of a guest's error (such a stop included) into a [`Fault`].
 
-use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use percore_rt::cpu::thread_cpu_time;
 use wasmtime::{Store, UpdateDeadline};
@@ -22,22 +22,64 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-thread_local! {
-    /// When this thread last resumed a call that can yield (see [`resumed`]).
-    static RESUMED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+/// CPU time of a call that can yield, shared between its store (read by the epoch callback)
+/// and the [`crate::Running`] that polls it (which writes it). The first poll is not measured
+/// (reading the thread's CPU clock costs about 0.5 µs here, as much as a whole short call): its
+/// slice is estimated as before from the call's wall time; a call still running after it is
+/// measured exactly, poll by poll, whether it stopped at the end of a slice or to wait.
+#[derive(Debug, Default)]
+pub(crate) struct SliceCpu {
+    /// CPU time of the polls that ended (the first one estimated by its wall time), ns.
+    spent_ns: AtomicU64,
+    /// The thread's CPU clock when the poll in progress started, ns; 0 during the first poll.
+    poll_start_ns: AtomicU64,
 }
 
-/// A call that can yield is about to be polled on this thread: its slice starts now. The epoch
-/// callback cannot see the poll, so it reads the instant here after a yield.
-pub(crate) fn resumed() {
-    RESUMED_AT.with(|at| at.set(Some(Instant::now())));
+impl SliceCpu {
+    pub(crate) fn reset(&self) {
+        self.spent_ns.store(0, Ordering::Relaxed);
+        self.poll_start_ns.store(0, Ordering::Relaxed);
+    }
+
+    /// The first poll ended after `wall` without the call ending.
+    pub(crate) fn first_poll_ended(&self, wall: Duration) {
+        self.spent_ns
+            .store(wall.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A later poll starts now.
+    pub(crate) fn poll_started(&self) {
+        let now = thread_cpu_time().as_nanos() as u64;
+        self.poll_start_ns.store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// A later poll ended without the call ending.
+    pub(crate) fn poll_ended(&self) {
+        let now = thread_cpu_time().as_nanos() as u64;
+        let start = self.poll_start_ns.load(Ordering::Relaxed);
+        self.spent_ns
+            .fetch_add(now.saturating_sub(start), Ordering::Relaxed);
+    }
+
+    /// The call's CPU time when the thread's CPU clock reads `now`, or `None` during the first
+    /// poll.
+    fn used(&self, now: Duration) -> Option<Duration> {
+        let start = self.poll_start_ns.load(Ordering::Relaxed);
+        (start != 0).then(|| {
+            Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed))
+                + now.saturating_sub(Duration::from_nanos(start))
+        })
+    }
 }
 
-fn resumed_at(clock: &CallClock) -> Instant {
-    RESUMED_AT
-        .with(Cell::get)
-        .filter(|at| *at > clock.slice_start)
-        .unwrap_or(clock.slice_start)
+/// The CPU time of a call during its first poll: from the thread's CPU clock at the call's
+/// first tick, estimated then as the clock minus the wall time elapsed (which can only
+/// overstate it).
+fn first_poll_cpu(clock: &mut CallClock, now: Duration) -> Duration {
+    let start = *clock
+        .cpu_start
+        .get_or_insert(now.saturating_sub(clock.wall_start.elapsed()));
+    now.saturating_sub(start)
 }
 
 /// Runs at every epoch tick while a guest runs: stop it once it is over budget, and make a
@@ -48,26 +90,25 @@ pub(crate) fn epoch_check(
     let now = thread_cpu_time();
     let state = ctx.data_mut();
     let clock = &mut state.clock;
-    if clock.yielded {
-        clock.yielded = false;
-        clock.slice_start = resumed_at(clock);
-        clock.cpu_start = None;
-    }
-    let in_slice = clock.slice_start.elapsed();
-    let cpu_start = *clock.cpu_start.get_or_insert(now.saturating_sub(in_slice));
-    let slice_cpu = now.saturating_sub(cpu_start);
-    let used = clock.cpu_before + slice_cpu;
+    let used = match state.slices.used(now) {
+        Some(used) => used,
+        None => first_poll_cpu(clock, now),
+    };
     if used > state.limits.cpu_budget {
         return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Cpu)));
     }
     if clock.wall_start.elapsed() > state.limits.wall_deadline {
         return Err(wasmtime::Error::new(Interrupted(TimeoutKind::Wall)));
     }
+    let poll = state.slices.poll_start_ns.load(Ordering::Relaxed);
+    if poll != clock.slice_poll {
+        // A new poll: a new slice.
+        clock.slice_poll = poll;
+        clock.slice_ticks = 0;
+    }
     clock.slice_ticks += 1;
     if clock.slice.is_some_and(|ticks| clock.slice_ticks >= ticks) {
         clock.slice_ticks = 0;
-        clock.cpu_before = used;
-        clock.yielded = true;
         clock.yields += 1;
         return Ok(UpdateDeadline::Yield(1));
     }
@@ -96,7 +137,7 @@ pub(crate) fn finish(
     let state = store.data_mut();
     let stats = crate::CallStats {
         input,
-        cpu: call_cpu(&state.clock),
+        cpu: call_cpu(&state.clock, &state.slices),
         wall: state.clock.wall_start.elapsed(),
         request_copies: copies,
         request_bytes_copied: copies as usize * bytes,
@@ -116,18 +157,19 @@ pub(crate) fn start_clock(store: &mut Store<HostState>) {
     let state = store.data_mut();
     state.memory.denied = false;
     state.clock = CallClock::started();
+    state.slices.reset();
     store.set_epoch_deadline(1);
 }
 
-/// CPU time of the call so far (see [`crate::CallStats::cpu`]): its earlier slices' and the
-/// current one's.
-pub(crate) fn call_cpu(clock: &CallClock) -> Duration {
-    let current = match clock.cpu_start {
-        Some(start) if !clock.yielded => thread_cpu_time().saturating_sub(start),
-        _ if clock.yielded => resumed_at(clock).elapsed(),
-        _ => clock.slice_start.elapsed(),
-    };
-    clock.cpu_before + current
+/// CPU time of the call so far (see [`crate::CallStats::cpu`]).
+pub(crate) fn call_cpu(clock: &CallClock, slices: &SliceCpu) -> Duration {
+    if slices.poll_start_ns.load(Ordering::Relaxed) != 0 {
+        return slices.used(thread_cpu_time()).unwrap_or_default();
+    }
+    match clock.cpu_start {
+        Some(start) => thread_cpu_time().saturating_sub(start),
+        None => clock.wall_start.elapsed(),
+    }
 }
 
 /// Turn an error from guest code into a [`Fault`].

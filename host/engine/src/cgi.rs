@@ -126,10 +126,12 @@ impl CgiHandler {
         slice: TimeSlice,
     ) -> Running<()> {
         let mut command = self.prepare(limits, config, request, site);
-        command.store.data_mut().clock.slice = Some(slice.ticks());
+        let (slices, wall_start) = slice.apply(command.store.data_mut());
         Running::new(
             async move { ((), command.run().await) },
             Some(self.runtime.clone()),
+            slices,
+            wall_start,
         )
     }
 

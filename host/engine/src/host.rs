@@ -154,27 +154,22 @@ impl wasmtime::ResourceLimiter for MemoryCap {
 }
 
 /// The clock of the call in progress, read by the epoch callback. A call that can yield runs
-/// in slices (from its start or a resumption to the next yield); its CPU time is the sum of its
-/// slices', so other calls run between them are not charged to it.
+/// in slices; its CPU time across them is kept in [`crate::budget::SliceCpu`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallClock {
     pub(crate) wall_start: Instant,
-    /// When the current slice began: the call's start, or its last resumption.
-    pub(crate) slice_start: Instant,
-    /// The thread's CPU clock at the start of the current slice, as of the slice's first epoch
-    /// tick (the thread CPU clock is a system call of about 0.5 µs here, too dear to read on
-    /// every call): then estimated as the CPU clock minus the wall time of the slice so far,
-    /// which can only overstate the CPU used. `None` until that tick.
+    /// The thread's CPU clock at the start of the call, as of the call's first epoch tick (the
+    /// thread CPU clock is a system call of about 0.5 µs here, too dear to read on every call):
+    /// then estimated as the CPU clock minus the wall time elapsed, which can only overstate
+    /// the CPU used. `None` until that tick. Used during the call's first poll only.
     pub(crate) cpu_start: Option<Duration>,
-    /// CPU time of the slices before the current one.
-    pub(crate) cpu_before: Duration,
     /// Epoch ticks a slice runs before the call yields; `None`: the call cannot yield (it was
     /// not made as an asynchronous call the caller polls).
     pub(crate) slice: Option<u32>,
     /// Epoch ticks seen in the current slice.
     pub(crate) slice_ticks: u32,
-    /// The call yielded and has not seen an epoch tick since it was resumed.
-    pub(crate) yielded: bool,
+    /// The poll the current slice belongs to (`SliceCpu`'s start of that poll).
+    pub(crate) slice_poll: u64,
     /// Times the call yielded.
     pub(crate) yields: u32,
 }
@@ -182,15 +177,12 @@ pub(crate) struct CallClock {
 impl CallClock {
     /// A clock started now, for a call that cannot yield.
     pub(crate) fn started() -> Self {
-        let now = Instant::now();
         Self {
-            wall_start: now,
-            slice_start: now,
+            wall_start: Instant::now(),
             cpu_start: None,
-            cpu_before: Duration::ZERO,
             slice: None,
             slice_ticks: 0,
-            yielded: false,
+            slice_poll: 0,
             yields: 0,
         }
     }
@@ -213,6 +205,8 @@ pub struct HostState {
     /// The core dump of this call's trap, if the deployment asked for one.
     pub(crate) coredump: Option<CoreDump>,
     pub(crate) clock: CallClock,
+    /// CPU time of a call that yields, shared with the [`crate::Running`] that polls it.
+    pub(crate) slices: Arc<crate::budget::SliceCpu>,
     monotonic_origin: Instant,
 }
 
@@ -251,6 +245,7 @@ impl HostState {
             logs_dropped: 0,
             coredump: None,
             clock: CallClock::started(),
+            slices: Arc::default(),
             monotonic_origin: Instant::now(),
         }
     }

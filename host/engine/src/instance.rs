@@ -396,7 +396,7 @@ impl Instance {
                 },
             }
         };
-        Prepared { entry, stats }
+        Prepared(entry, stats)
     }
 
     /// Count the request and forget the previous call's log records.
@@ -462,10 +462,7 @@ impl Instance {
         };
         self.begin_call();
         if !self.usable {
-            return Prepared {
-                entry: Entry::Failed(Fault::Poisoned),
-                stats,
-            };
+            return Prepared(Entry::Failed(Fault::Poisoned), stats);
         }
         start_clock(self.memories.store());
         let entry = match input {
@@ -477,7 +474,7 @@ impl Instance {
             stats.request_copies = 2;
             stats.request_bytes_copied = 2 * total;
         }
-        Prepared { entry, stats }
+        Prepared(entry, stats)
     }
 
     fn region_entry(&mut self, request: &Request<'_>, total: usize) -> Entry {
@@ -503,19 +500,21 @@ impl Instance {
 
     /// The call of a prepared request, owning this instance until it ends.
     fn into_running(mut self, prepared: Prepared, slice: TimeSlice) -> Running<Instance> {
-        self.memories.store().data_mut().clock.slice = Some(slice.ticks());
+        let (slices, wall_start) = slice.apply(self.memories.store().data_mut());
         Running::new(
             async move {
                 let invocation = self.run(prepared).await;
                 (self, invocation)
             },
             None,
+            slices,
+            wall_start,
         )
     }
 
     /// Call the guest with a prepared request; the instance is unusable after a fault.
     async fn run(&mut self, prepared: Prepared) -> Invocation {
-        let Prepared { entry, mut stats } = prepared;
+        let Prepared(entry, mut stats) = prepared;
         let guest = self.bindings.edge_handler_guest();
         let store = self.memories.store();
         let called = match entry {
@@ -530,10 +529,10 @@ impl Instance {
             Ok(Ok(response)) => check_response(response, &store.data().limits),
             Ok(Err(e)) => Err(classify(store, e)),
         };
-        let clock = &store.data().clock;
-        stats.cpu = call_cpu(clock);
-        stats.wall = clock.wall_start.elapsed();
-        stats.yields = clock.yields;
+        let state = store.data();
+        stats.cpu = call_cpu(&state.clock, &state.slices);
+        stats.wall = state.clock.wall_start.elapsed();
+        stats.yields = state.clock.yields;
         if result.is_err() {
             self.usable = false;
         }
@@ -583,13 +582,9 @@ impl Instance {
     }
 }
 
-/// A request made ready for its call.
-struct Prepared {
-    entry: Entry,
-    stats: CallStats,
-}
+/// A request made ready for its call: how the guest is entered, and the call's statistics.
+struct Prepared(Entry, CallStats);
 
-/// How the guest is entered.
 enum Entry {
     /// The request is in the input region: `handle-region(head, body)`.
     Region { head: u32, body: u32 },

@@ -5,9 +5,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::Invocation;
+use crate::budget::SliceCpu;
+use crate::host::HostState;
 
 /// How long a call that can yield runs before it does, in ticks of the engine's epoch clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +28,11 @@ impl TimeSlice {
         }
     }
 
-    pub(crate) fn ticks(self) -> u32 {
-        self.ticks
+    /// Make the call about to run on the store whose state is `state` yield every slice;
+    /// returns what [`Running::new`] needs of it.
+    pub(crate) fn apply(self, state: &mut HostState) -> (Arc<SliceCpu>, Instant) {
+        state.clock.slice = Some(self.ticks);
+        (state.slices.clone(), state.clock.wall_start)
     }
 }
 
@@ -43,6 +48,10 @@ pub struct Running<I> {
     runtime: Option<Arc<tokio::runtime::Runtime>>,
     /// It has been polled before: the next poll resumes it.
     started: bool,
+    /// Its CPU time across polls, shared with its store's epoch callback.
+    slices: Arc<SliceCpu>,
+    /// When its clock started.
+    wall_start: Instant,
 }
 
 impl<I> std::fmt::Debug for Running<I> {
@@ -54,38 +63,55 @@ impl<I> std::fmt::Debug for Running<I> {
 }
 
 impl<I> Running<I> {
+    /// The call `future` makes on a store whose clock started at `wall_start` and whose CPU
+    /// time across polls is `slices`.
     pub(crate) fn new(
         future: impl Future<Output = (I, Invocation)> + Send + 'static,
         runtime: Option<Arc<tokio::runtime::Runtime>>,
+        slices: Arc<SliceCpu>,
+        wall_start: Instant,
     ) -> Self {
         Self {
             future: Box::pin(future),
             runtime,
             started: false,
+            slices,
+            wall_start,
         }
     }
 
     /// Run the call for one slice. `Ready`: it ended, with what it ran on and its outcome.
     /// `Pending`: it yielded (or waits for a timer of its own); poll it again to go on.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<(I, Invocation)> {
-        // The first slice starts with the call's clock; later ones when resumed.
-        if std::mem::replace(&mut self.started, true) {
-            crate::budget::resumed();
+        let first = !std::mem::replace(&mut self.started, true);
+        if !first {
+            self.slices.poll_started();
         }
-        let Some(runtime) = &self.runtime else {
-            return self.future.as_mut().poll(cx);
-        };
-        // One slice inside the runtime, then, if the call is not done, one turn of the
-        // runtime's scheduler: its tasks run and its timers (the wall deadline's among them)
-        // fire before the call is polled again.
-        let future = &mut self.future;
-        runtime.block_on(async {
-            let polled = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
-            if polled.is_pending() {
-                tokio::task::yield_now().await;
+        let polled = match &self.runtime {
+            None => self.future.as_mut().poll(cx),
+            // One slice inside the runtime, then, if the call is not done, one turn of the
+            // runtime's scheduler: its tasks run and its timers (the wall deadline's among
+            // them) fire before the call is polled again.
+            Some(runtime) => {
+                let future = &mut self.future;
+                runtime.block_on(async {
+                    let polled =
+                        std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+                    if polled.is_pending() {
+                        tokio::task::yield_now().await;
+                    }
+                    polled
+                })
             }
-            polled
-        })
+        };
+        if polled.is_pending() {
+            if first {
+                self.slices.first_poll_ended(self.wall_start.elapsed());
+            } else {
+                self.slices.poll_ended();
+            }
+        }
+        polled
     }
 }
 

@@ -198,7 +198,7 @@ impl HttpInstance {
     /// The call owns the instance until it ends.
     pub fn start(mut self, request: &Request<'_>, slice: TimeSlice) -> Running<HttpInstance> {
         let prepared = self.prepare(request);
-        self.memories.store().data_mut().clock.slice = Some(slice.ticks());
+        let (slices, wall_start) = slice.apply(self.memories.store().data_mut());
         let runtime = self.runtime.clone();
         Running::new(
             async move {
@@ -206,6 +206,8 @@ impl HttpInstance {
                 (self, invocation)
             },
             Some(runtime),
+            slices,
+            wall_start,
         )
     }
 

@@ -233,13 +233,14 @@ impl Backend {
             outcome,
         } = ended;
         match (backend, instance) {
-            (Some(Self::Edge(edge)), Returned::Edge(instance)) => {
+            (Some(Self::Edge(edge)), Returned::Edge(instance)) if edge.is_mapped() => {
                 edge.give_back(instance, cx.counters)
             }
-            (Some(Self::Http(http)), Returned::Http(instance)) => {
+            (Some(Self::Http(http)), Returned::Http(instance)) if http.guest.is_mapped() => {
                 http.give_back(instance, cx.counters)
             }
-            // The deployment changed meanwhile, or the call ran on no instance.
+            // The deployment changed or was unmapped (LRU) meanwhile, or the call ran on no
+            // instance: nothing goes back to a pool.
             _ => {}
         }
         settle(invocation, deployment, id, cx, outcome)

@@ -68,8 +68,7 @@ fn a_closing_connection_waits_for_its_call_in_flight() {
     assert!(conn.take_send().is_none());
     conn.call_ended(
         |out| out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n"),
-        Instant::now(),
-        Duration::from_secs(10),
+        &settings(&limits),
     );
     let buf = conn.take_send().expect("the call's response");
     conn.on_sent(Ok(buf.len()), buf, Instant::now());
@@ -92,8 +91,7 @@ fn a_broken_connection_is_dropped_once_its_call_ends() {
     assert!(!conn.closing_steps().remove, "its call has not ended");
     conn.call_ended(
         |out| out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n"),
-        Instant::now(),
-        Duration::from_secs(10),
+        &settings(&limits),
     );
     assert!(conn.take_send().is_none());
     assert!(conn.closing_steps().remove, "nothing can be sent: it goes");
@@ -260,4 +258,87 @@ fn tokens_of_a_reused_slot_do_not_reach_the_new_connection() {
     assert!(conns.get_mut(tb).is_some());
     assert_eq!(conns.len(), 1);
     assert_eq!(conns.tokens(), vec![tb]);
+}
+
+#[test]
+fn a_client_that_half_closes_gets_the_answers_held_behind_a_call() {
+    let (mut conn, _client) = conn();
+    let mut server = Recorder::default();
+    let limits = percore_http::Limits::default();
+    conn.on_bytes(
+        b"GET /wait HTTP/1.1\r\nhost: t\r\n\r\nGET /2 HTTP/1.1\r\nhost: t\r\n\r\n",
+        &mut server,
+        &settings(&limits),
+    );
+    // The client shuts down its sending side; it still reads.
+    conn.on_peer_closed();
+    conn.on_recv_ended();
+    assert_eq!(server.requests.len(), 1);
+    conn.call_ended(
+        |out| out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+        &settings(&limits),
+    );
+    conn.resume(&mut server, &settings(&limits));
+    assert_eq!(server.requests.len(), 2, "the request behind the call ran");
+    let out = conn.take_send().unwrap();
+    assert!(String::from_utf8_lossy(&out).contains("GET /2 0"));
+    conn.on_sent(Ok(out.len()), out, Instant::now());
+    assert!(conn.closing_steps().remove);
+}
+
+#[test]
+fn a_held_request_of_a_client_that_half_closes_still_runs() {
+    let (mut conn, _client) = conn();
+    let mut server = Recorder {
+        full: true,
+        ..Recorder::default()
+    };
+    let limits = percore_http::Limits::default();
+    conn.on_bytes(
+        b"GET /1 HTTP/1.1\r\nhost: t\r\n\r\n",
+        &mut server,
+        &settings(&limits),
+    );
+    conn.on_peer_closed();
+    conn.on_recv_ended();
+    assert_eq!(
+        conn.closing_steps(),
+        Closing::default(),
+        "held, not dropped"
+    );
+    server.full = false;
+    conn.wake(&mut server, &settings(&limits));
+    assert_eq!(server.requests.len(), 1);
+    let out = conn.take_send().expect("its answer");
+    conn.on_sent(Ok(out.len()), out, Instant::now());
+    assert!(conn.closing_steps().remove);
+}
+
+#[test]
+fn a_call_that_ends_while_the_server_drains_closes_its_connection() {
+    let (mut conn, _client) = conn();
+    let mut server = Recorder::default();
+    let limits = percore_http::Limits::default();
+    conn.on_bytes(
+        b"GET /wait HTTP/1.1\r\nhost: t\r\n\r\nGET /2 HTTP/1.1\r\nhost: t\r\n\r\n",
+        &mut server,
+        &settings(&limits),
+    );
+    conn.on_drain();
+    assert!(conn.is_open(), "its call is in flight");
+    let draining = IntakeSettings {
+        draining: true,
+        ..settings(&limits)
+    };
+    conn.call_ended(
+        |out| out.extend_from_slice(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"),
+        &draining,
+    );
+    conn.resume(&mut server, &draining);
+    assert!(!conn.is_open());
+    assert_eq!(
+        server.requests.len(),
+        1,
+        "nothing after a `connection: close` answer"
+    );
 }
