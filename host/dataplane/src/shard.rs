@@ -169,14 +169,8 @@ impl Shard {
                 match result {
                     Ok(Some(lease)) => {
                         self.dispatch.meter.counters.bytes_in += lease.len() as u64;
-                        let settings = IntakeSettings {
-                            limits: &self.config.http,
-                            peer: None,
-                            conn: token,
-                            draining: self.draining,
-                            request_timeout: self.config.request_timeout,
-                            now: Instant::now(),
-                        };
+                        let settings =
+                            intake_settings(&self.config, self.draining, token, Instant::now());
                         conn.on_bytes(ring.leased(&lease), &mut self.dispatch, &settings);
                         ring.recycle(lease);
                     }
@@ -194,14 +188,7 @@ impl Shard {
                 let now = Instant::now();
                 let sent = conn.on_sent(result, buf, now);
                 self.dispatch.meter.counters.bytes_out += sent as u64;
-                let settings = IntakeSettings {
-                    limits: &self.config.http,
-                    peer: None,
-                    conn: token,
-                    draining: self.draining,
-                    request_timeout: self.config.request_timeout,
-                    now,
-                };
+                let settings = intake_settings(&self.config, self.draining, token, now);
                 conn.resume(&mut self.dispatch, &settings);
                 self.dirty.push(token);
             }
@@ -266,14 +253,7 @@ impl Shard {
         let now = Instant::now();
         for finished in std::mem::take(&mut self.finished) {
             let token = finished.conn();
-            let settings = IntakeSettings {
-                limits: &self.config.http,
-                peer: None,
-                conn: token,
-                draining: self.draining,
-                request_timeout: self.config.request_timeout,
-                now,
-            };
+            let settings = intake_settings(&self.config, self.draining, token, now);
             match self.conns.get_mut(token) {
                 Some(conn) => {
                     let dispatch = &mut self.dispatch;
@@ -290,14 +270,7 @@ impl Shard {
         }
         self.dispatch.take_woken(&mut self.woken);
         for token in std::mem::take(&mut self.woken) {
-            let settings = IntakeSettings {
-                limits: &self.config.http,
-                peer: None,
-                conn: token,
-                draining: self.draining,
-                request_timeout: self.config.request_timeout,
-                now,
-            };
+            let settings = intake_settings(&self.config, self.draining, token, now);
             if let Some(conn) = self.conns.get_mut(token) {
                 conn.wake(&mut self.dispatch, &settings);
                 self.dirty.push(token);
@@ -367,5 +340,22 @@ impl Shard {
             }
         }
         self.dispatch.meter.publish();
+    }
+}
+
+/// What a connection's intake needs for connection `token` at `now`.
+fn intake_settings(
+    config: &ServeConfig,
+    draining: bool,
+    token: u32,
+    now: Instant,
+) -> IntakeSettings<'_> {
+    IntakeSettings {
+        limits: &config.http,
+        peer: None,
+        conn: token,
+        draining,
+        request_timeout: config.request_timeout,
+        now,
     }
 }
