@@ -12,7 +12,7 @@
 //! A guest crate is a `cdylib` that depends on this crate alone; build it with
 //! `cargo build --target wasm32-wasip2` (a component directly), or for `wasm32-wasip1` /
 //! `wasm32-unknown-unknown` and turn the module into a component. The contract is the WIT world
-//! `edge:handler/handler@0.1.0` (`wit/handler.wit`).
+//! `edge:handler/handler@0.2.0` (`wit/handler.wit`).
 //!
 //! The request reaches the handler without a copy inside the guest: the host writes it into a
 //! region of this guest's memory that the SDK owns, and [`Request`] borrows from there.
@@ -23,16 +23,18 @@
 extern crate self as percore_guest;
 
 mod error;
+pub mod fetch;
 mod region;
 mod request;
 mod response;
 
 pub use error::Error;
+pub use fetch::FetchError;
 pub use percore_guest_macros::handler;
 pub use request::{InputPath, Request};
 pub use response::{IntoResponse, Response};
 
-/// Bindings generated from `wit/handler.wit` (the only copy of the contract).
+/// Bindings generated from `wit/handler.wit` (the current contract).
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use percore_dataplane::{Counters, DeploymentSpec, InstanceMode, RouteSpec, ServeConfig, Server};
-use percore_engine::{InputPreference, Limits};
+use percore_engine::{AllowedHosts, InputPreference, Limits, OutboundPolicy};
 
 use crate::limits::GuestArgs;
 
@@ -151,6 +151,7 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
                         .with_context(|| format!("deployment `{}`", d.name))?,
                 ),
             };
+            let outbound = Arc::new(outbound_policy(&d, &defaults.outbound)?);
             Ok(DeploymentSpec {
                 component,
                 routes: d
@@ -166,6 +167,7 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
                     cpu_budget: d.cpu_budget.unwrap_or(defaults.cpu_budget),
                     wall_deadline: d.wall_deadline.unwrap_or(defaults.wall_deadline),
                     max_response_body: d.max_response_body.unwrap_or(defaults.max_response_body),
+                    outbound,
                     ..defaults.clone()
                 },
                 kind,
@@ -210,6 +212,16 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
     }
     if let Some(n) = http.max_connections_per_core {
         config.max_connections_per_core = n;
+    }
+    let outbound = &file.outbound;
+    if let Some(n) = outbound.max_in_flight_per_core {
+        config.outbound.max_in_flight_per_core = n;
+    }
+    if let Some(n) = outbound.max_idle_per_origin {
+        config.outbound.max_idle_per_origin = n;
+    }
+    if let Some(t) = outbound.idle_timeout {
+        config.outbound.idle_timeout = t;
     }
     let calls = &file.calls;
     if let Some(t) = calls.time_slice {
@@ -453,4 +465,22 @@ fn print_summary(c: &Counters) {
         request_bytes_copied = c.request_bytes_copied,
         "stopped"
     );
+}
+
+/// A configuration file deployment's outbound HTTP policy.
+fn outbound_policy(
+    d: &percore_config::Deployment,
+    defaults: &OutboundPolicy,
+) -> anyhow::Result<OutboundPolicy> {
+    Ok(OutboundPolicy {
+        allowed: AllowedHosts::parse(&d.allowed_outbound_hosts)
+            .with_context(|| format!("deployment `{}`", d.name))?,
+        timeout: d.outbound_timeout.unwrap_or(defaults.timeout),
+        max_per_request: d
+            .max_outbound_per_request
+            .unwrap_or(defaults.max_per_request),
+        max_response_bytes: d
+            .max_outbound_response
+            .unwrap_or(defaults.max_response_bytes),
+    })
 }

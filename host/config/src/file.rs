@@ -27,6 +27,8 @@ pub struct Config {
     pub http: Http,
     /// `[calls]`.
     pub calls: Calls,
+    /// `[outbound]`.
+    pub outbound: Outbound,
     /// `[[deployment]]`: at least one, names unique, no route served twice.
     pub deployments: Vec<Deployment>,
 }
@@ -46,6 +48,17 @@ pub struct Http {
     pub idle_timeout: Option<Duration>,
     /// `max_connections_per_core`.
     pub max_connections_per_core: Option<usize>,
+}
+
+/// `[outbound]`: each core's client for guests' outbound HTTP requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outbound {
+    /// `max_in_flight_per_core`: outbound requests one core has in flight at most.
+    pub max_in_flight_per_core: Option<usize>,
+    /// `max_idle_per_origin`: idle keep-alive connections one core keeps per origin.
+    pub max_idle_per_origin: Option<usize>,
+    /// `idle_timeout_ms`: how long an idle keep-alive connection is kept.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `[calls]`: how guest calls share a core, in the units the host uses.
@@ -82,6 +95,14 @@ pub struct Deployment {
     pub config: BTreeMap<String, String>,
     /// `kind` as written (`edge`, `wasi-http`, `cgi`, `bare`; checked against the binary).
     pub kind: Option<String>,
+    /// `allowed_outbound_hosts` as written (checked by the host, which parses it).
+    pub allowed_outbound_hosts: Vec<String>,
+    /// `outbound_timeout_ms`.
+    pub outbound_timeout: Option<Duration>,
+    /// `max_outbound_per_request`.
+    pub max_outbound_per_request: Option<u32>,
+    /// `max_outbound_response_mb`, in bytes.
+    pub max_outbound_response: Option<usize>,
 }
 
 /// A route: a path prefix starting with `/`, on one host or on any.
@@ -107,6 +128,8 @@ struct FileConfig {
     http: FileHttp,
     #[serde(default)]
     calls: FileCalls,
+    #[serde(default)]
+    outbound: FileOutbound,
     #[serde(default, rename = "deployment")]
     deployments: Vec<FileDeployment>,
 }
@@ -131,6 +154,14 @@ struct FileCalls {
     max_queued_per_core: Option<usize>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOutbound {
+    max_in_flight_per_core: Option<usize>,
+    max_idle_per_origin: Option<usize>,
+    idle_timeout_ms: Option<u64>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileDeployment {
@@ -145,6 +176,11 @@ struct FileDeployment {
     #[serde(default)]
     config: BTreeMap<String, String>,
     kind: Option<String>,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+    outbound_timeout_ms: Option<u64>,
+    max_outbound_per_request: Option<u32>,
+    max_outbound_response_mb: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +239,7 @@ pub fn parse(text: &str) -> Result<Config, Error> {
         portable: file.portable,
         http: http(file.http).map_err(|e| invalid(format!("[http] {e}")))?,
         calls: calls(file.calls).map_err(|e| invalid(format!("[calls] {e}")))?,
+        outbound: outbound(file.outbound).map_err(|e| invalid(format!("[outbound] {e}")))?,
         deployments,
     })
 }
@@ -271,6 +308,30 @@ fn deployment(d: FileDeployment) -> Result<Deployment, String> {
             .map(limit::response_bytes)
             .transpose()
             .map_err(at)?,
+        outbound_timeout: d
+            .outbound_timeout_ms
+            .map(|ms| limit::millis("outbound_timeout_ms", ms))
+            .transpose()
+            .map_err(at)?,
+        max_outbound_per_request: match d.max_outbound_per_request {
+            Some(n) if !(1..=10_000).contains(&n) => {
+                return Err(format!(
+                    "deployment `{name}`: max_outbound_per_request = {n}: must be between 1 and 10000"
+                ));
+            }
+            n => n,
+        },
+        max_outbound_response: d
+            .max_outbound_response_mb
+            .map(|mb| {
+                limit::response_bytes(mb).map_err(|e| LimitError {
+                    field: "max_outbound_response_mb",
+                    ..e
+                })
+            })
+            .transpose()
+            .map_err(at)?,
+        allowed_outbound_hosts: d.allowed_outbound_hosts,
         component: d.component,
         routes,
         config: d.config,
@@ -313,6 +374,29 @@ fn http(h: FileHttp) -> Result<Http, String> {
             .max_connections_per_core
             .map(|n| range("max_connections_per_core", n, 1, 1 << 20))
             .transpose()?,
+    })
+}
+
+fn outbound(o: FileOutbound) -> Result<Outbound, String> {
+    let count = |field: &str, value: Option<usize>| {
+        value
+            .map(|n| {
+                if (1..=1 << 20).contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(format!("{field} = {n}: must be between 1 and {}", 1 << 20))
+                }
+            })
+            .transpose()
+    };
+    Ok(Outbound {
+        max_in_flight_per_core: count("max_in_flight_per_core", o.max_in_flight_per_core)?,
+        max_idle_per_origin: count("max_idle_per_origin", o.max_idle_per_origin)?,
+        idle_timeout: o
+            .idle_timeout_ms
+            .map(|ms| limit::millis("idle_timeout_ms", ms))
+            .transpose()
+            .map_err(|e| e.to_string())?,
     })
 }
 

@@ -7,7 +7,7 @@
 mod file;
 mod limit;
 
-pub use file::{Calls, Config, Deployment, Http, Route, parse};
+pub use file::{Calls, Config, Deployment, Http, Outbound, Route, parse};
 pub use limit::{
     LimitError, MAX_MEMORY_MB, MAX_RESPONSE_MB, MAX_TIME_MS, coredump_bytes, memory_bytes, millis,
     response_bytes,

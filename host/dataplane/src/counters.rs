@@ -75,6 +75,25 @@ pub struct Counters {
     pub calls_queued: u64,
     /// Requests answered 503 because that limit was reached and the queue was full.
     pub calls_refused: u64,
+    /// Guest calls in flight (yielded or waiting) at the last tick: a gauge.
+    pub calls_in_flight: u64,
+    /// Outbound HTTP requests guests made (allowed or not).
+    pub outbound_requests: u64,
+    /// Those that got no response (denied, DNS, connect, timeout, too large, protocol, too
+    /// many).
+    pub outbound_errors: u64,
+    /// Bytes of outbound requests sent (paths and bodies).
+    pub outbound_bytes_out: u64,
+    /// Bytes of outbound responses received.
+    pub outbound_bytes_in: u64,
+    /// Outbound connections opened.
+    pub outbound_connections: u64,
+    /// Outbound requests sent on a kept-alive connection.
+    pub outbound_reused: u64,
+    /// Outbound requests refused because the core had too many in flight.
+    pub outbound_refused: u64,
+    /// Outbound requests in flight at the last tick: a gauge.
+    pub outbound_in_flight: u64,
     /// Latency histogram of guest requests (buckets of `LATENCY_BUCKETS_US`, plus overflow).
     pub latency: [u64; LATENCY_BUCKETS_US.len() + 1],
 }
@@ -113,6 +132,15 @@ impl Counters {
         self.call_yields += other.call_yields;
         self.calls_queued += other.calls_queued;
         self.calls_refused += other.calls_refused;
+        self.calls_in_flight += other.calls_in_flight;
+        self.outbound_requests += other.outbound_requests;
+        self.outbound_errors += other.outbound_errors;
+        self.outbound_bytes_out += other.outbound_bytes_out;
+        self.outbound_bytes_in += other.outbound_bytes_in;
+        self.outbound_connections += other.outbound_connections;
+        self.outbound_reused += other.outbound_reused;
+        self.outbound_refused += other.outbound_refused;
+        self.outbound_in_flight += other.outbound_in_flight;
         for (a, b) in self.latency.iter_mut().zip(other.latency) {
             *a += b;
         }

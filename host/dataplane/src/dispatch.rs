@@ -2,8 +2,11 @@
 //! backend the request as the guest sees it, meter what happened. Also where large bodies are
 //! routed early so that they can be received straight into guest memory.
 
-use std::collections::VecDeque;
+mod wake;
+
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Instant, SystemTime};
 
 use percore_engine::{Engine, Request, TimeSlice};
@@ -32,8 +35,17 @@ pub(crate) struct Dispatch {
     /// Requests dispatched on this core: request ids and the LRU clock.
     clock: u64,
     streams: StreamPermits,
-    /// Calls that yielded and have not ended, in the order they run next.
-    calls: VecDeque<InFlight>,
+    /// Calls that yielded or wait, and have not ended, by key.
+    calls: HashMap<u64, InFlight>,
+    /// Keys of the calls woken (runnable), in the order they were woken.
+    run_list: Arc<wake::RunList>,
+    /// Scratch for the keys taken from `run_list`.
+    runnable: Vec<u64>,
+    /// The last call key given.
+    last_key: u64,
+    /// The waker of the last call that ended in its first slice, held by nothing else: the
+    /// next call reuses it.
+    spare: Option<(Arc<wake::CallWake>, Waker)>,
     /// Connections holding a request until there is room for its call.
     queue: VecDeque<u32>,
     /// A call ended since the queue was last woken.
@@ -57,6 +69,8 @@ struct InFlight {
     #[cfg(feature = "misbehave")]
     timeout_as_500: bool,
     call: Suspended,
+    wake: Arc<wake::CallWake>,
+    waker: Waker,
 }
 
 /// A call that ended after yielding, for its connection.
@@ -86,38 +100,87 @@ impl Dispatch {
                 name: e.deployment,
                 source: e.source,
             })?;
+        let meter = Meter::new(core, link);
+        let run_list = Arc::new(wake::RunList::new(meter.wake_handle()));
         Ok(Self {
             core,
             slice: TimeSlice::new(config.calls.time_slice, config.engine.epoch_tick),
             config,
             engine,
             deployments,
-            meter: Meter::new(core, link),
+            meter,
             clock: 0,
             streams: StreamPermits::default(),
-            calls: VecDeque::new(),
+            calls: HashMap::new(),
+            run_list,
+            runnable: Vec::new(),
+            last_key: 0,
+            spare: None,
             queue: VecDeque::new(),
             room: false,
         })
     }
 
-    /// Whether calls are in flight (the event loop then does not sleep).
-    pub(crate) fn has_calls(&self) -> bool {
-        !self.calls.is_empty()
+    /// The thread that runs this core's calls is the caller's (wakes from others notify it).
+    pub(crate) fn bind_thread(&self) {
+        self.run_list.bind_thread();
     }
 
-    /// Run every call in flight for one time slice, round robin; those that end go to
-    /// `finished`, for their connections ([`Dispatch::finish`]).
+    /// Whether calls in flight can run now (the event loop then does not sleep).
+    pub(crate) fn has_runnable(&self) -> bool {
+        !self.run_list.is_empty()
+    }
+
+    /// Calls in flight.
+    pub(crate) fn calls_in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Run every runnable call for one time slice, in the order they were woken; those that
+    /// end go to `finished`, for their connections ([`Dispatch::finish`]). A call that waits
+    /// (for an outbound response) is not polled until what it waits for wakes it.
     pub(crate) fn run_slices(&mut self, finished: &mut Vec<Finished>) {
-        for _ in 0..self.calls.len() {
-            let Some(mut flight) = self.calls.pop_front() else {
-                break;
+        let mut runnable = std::mem::take(&mut self.runnable);
+        self.run_list.take(&mut runnable);
+        for key in runnable.drain(..) {
+            let Some(flight) = self.calls.get_mut(&key) else {
+                // Woken after it ended.
+                continue;
             };
-            match flight.call.poll() {
-                std::task::Poll::Pending => self.calls.push_back(flight),
-                std::task::Poll::Ready(ended) => finished.push(Finished { flight, ended }),
+            flight.wake.polling();
+            match flight.call.poll(&flight.waker) {
+                std::task::Poll::Pending => {
+                    if flight.call.polled_every_turn() {
+                        flight.waker.wake_by_ref();
+                    }
+                }
+                std::task::Poll::Ready(ended) => {
+                    if let Some(flight) = self.calls.remove(&key) {
+                        finished.push(Finished { flight, ended });
+                    }
+                }
             }
         }
+        self.runnable = runnable;
+    }
+
+    /// A waker for the next call, and its key.
+    fn next_waker(&mut self) -> (u64, Arc<wake::CallWake>, Waker) {
+        self.last_key += 1;
+        let key = self.last_key;
+        let (wake, waker) = match self.spare.take() {
+            Some((wake, waker)) => {
+                wake.rekey(key);
+                (wake, waker)
+            }
+            None => {
+                let wake = Arc::new(wake::CallWake::new(key, self.run_list.clone()));
+                let waker = Waker::from(wake.clone());
+                (wake, waker)
+            }
+        };
+        wake.polling();
+        (key, wake, waker)
     }
 
     /// Write the response of a call that ended into its connection's output `out` (a scratch
@@ -144,6 +207,7 @@ impl Dispatch {
             reply,
             coredump: None,
             slice: self.slice,
+            waker: Waker::noop(),
         };
         let outcome = Backend::finish(backend, ended, &flight.name, flight.id, &mut cx);
         let bytes_out = cx.reply.written() as u64;
@@ -352,6 +416,7 @@ impl Dispatch {
             core: self.core,
             seq: self.clock,
         };
+        let (key, wake, waker) = self.next_waker();
         let deployed = self.deployments.get_mut(index);
         let was_mapped = deployed.backend.is_mapped();
         #[cfg(feature = "misbehave")]
@@ -362,6 +427,7 @@ impl Dispatch {
             reply,
             coredump: None,
             slice: self.slice,
+            waker: &waker,
         };
         let call = Call {
             request: &request,
@@ -380,6 +446,10 @@ impl Dispatch {
         let bytes_in = (incoming.wire_head_len() + body_len) as u64;
         match ran {
             Ran::Done(outcome) => {
+                // Held by nothing else (no clone outlived the call): the next call reuses it.
+                if Arc::strong_count(&wake) == 2 {
+                    self.spare = Some((wake, waker));
+                }
                 let done = Done {
                     deployment,
                     id,
@@ -395,20 +465,28 @@ impl Dispatch {
                 let deployed = self.deployments.get_mut(index);
                 deployed.in_flight += 1;
                 self.meter.counters.calls_yielded += 1;
-                self.calls.push_back(InFlight {
-                    conn: incoming.conn,
-                    deployment,
-                    generation,
-                    name: deployed.name.clone(),
-                    id,
-                    started,
-                    bytes_in,
-                    keep_alive: incoming.keep_alive,
-                    is_head: incoming.method == "HEAD",
-                    #[cfg(feature = "misbehave")]
-                    timeout_as_500,
-                    call,
-                });
+                if call.polled_every_turn() {
+                    waker.wake_by_ref();
+                }
+                self.calls.insert(
+                    key,
+                    InFlight {
+                        conn: incoming.conn,
+                        deployment,
+                        generation,
+                        name: deployed.name.clone(),
+                        id,
+                        started,
+                        bytes_in,
+                        keep_alive: incoming.keep_alive,
+                        is_head: incoming.method == "HEAD",
+                        #[cfg(feature = "misbehave")]
+                        timeout_as_500,
+                        call,
+                        wake,
+                        waker,
+                    },
+                );
                 None
             }
         }

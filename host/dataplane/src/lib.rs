@@ -17,6 +17,8 @@ mod link;
 mod meter;
 #[cfg(feature = "misbehave")]
 mod misbehave;
+mod outbound;
+pub use outbound::OutboundLimits;
 mod pool;
 mod prepare;
 mod respond;
@@ -151,6 +153,8 @@ pub struct ServeConfig {
     pub max_loaded_per_core: usize,
     /// How guest calls share a core: time slices, and how many may be in flight.
     pub calls: CallLimits,
+    /// Each core's outbound HTTP client.
+    pub outbound: OutboundLimits,
 }
 
 /// How guest calls share a core. A call runs on its shard's thread as a fiber: at the end of a
@@ -202,6 +206,7 @@ impl ServeConfig {
             record_queue: link::RECORD_QUEUE,
             max_loaded_per_core: 2048,
             calls: CallLimits::default(),
+            outbound: OutboundLimits::default(),
         }
     }
 }

@@ -58,6 +58,11 @@ impl Meter {
         &self.link.wake
     }
 
+    /// The same eventfd, for wakers that other threads call.
+    pub(crate) fn wake_handle(&self) -> std::sync::Arc<percore_rt::notify::Notifier> {
+        self.link.wake.clone()
+    }
+
     pub(crate) fn report(&mut self, report: Report) {
         // A full queue means no control plane is reading (a bare `Server`): nothing to tell.
         let _ = self.link.reports.push(report);

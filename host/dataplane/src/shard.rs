@@ -16,6 +16,7 @@ use crate::counters::Counters;
 use crate::dispatch::{Dispatch, Finished};
 use crate::intake::IntakeSettings;
 use crate::link::{Ready, ShardLink};
+use crate::outbound;
 use crate::{Error, ServeConfig};
 
 /// How often a shard looks at its clock: timeouts, the stop flag, the counter snapshot.
@@ -95,6 +96,8 @@ impl Shard {
             ring_fd = ring.as_raw_fd(),
             "shard running"
         );
+        self.dispatch.bind_thread();
+        outbound::install(self.config.outbound);
         let mut events = Vec::with_capacity(256);
         let mut drain_started = None;
         loop {
@@ -108,18 +111,31 @@ impl Shard {
             {
                 break;
             }
-            // With calls in flight, look at the ring without sleeping: new requests get their
-            // first slice, then every call in flight runs one more.
-            let wait = usize::from(!self.dispatch.has_calls());
-            if let Err(e) = ring.submit_and_wait(wait) {
+            // With calls runnable, look at the ring without sleeping: new requests get their
+            // first slice, then every runnable call runs one more. Otherwise sleep until a
+            // completion, a wake-up, or the earliest deadline an outbound request waits for.
+            let waited = if self.dispatch.has_runnable() {
+                ring.submit_and_wait(0)
+            } else {
+                match outbound::reactor::with(|r| r.next_deadline()).flatten() {
+                    Some(at) => {
+                        ring.submit_and_wait_for(1, at.saturating_duration_since(Instant::now()))
+                    }
+                    None => ring.submit_and_wait(1),
+                }
+            };
+            if let Err(e) = waited {
                 tracing::error!(core = self.core, "io_uring: {e}");
                 break;
             }
             ring.drain(&mut events);
             for event in events.drain(..) {
-                self.on_event(&mut ring, event);
+                if let Some(event) = outbound::reactor::complete(event) {
+                    self.on_event(&mut ring, event);
+                }
             }
-            if self.dispatch.has_calls() {
+            outbound::reactor::with(|r| r.expire(Instant::now()));
+            if self.dispatch.has_runnable() {
                 // Send what this turn answered before the calls in flight run their slices.
                 self.flush(&mut ring);
                 if let Err(e) = ring.submit_and_wait(0) {
@@ -128,10 +144,12 @@ impl Shard {
                 }
                 self.run_calls();
             }
+            outbound::reactor::submit(&mut ring);
             self.flush(&mut ring);
             self.dispatch.apply_commands();
         }
         drop(ring);
+        outbound::uninstall();
         // Every record reaches the control plane before the core says it has exited.
         self.dispatch.meter.finish(DRAIN_DEADLINE);
         self.dispatch.meter.counters
@@ -198,6 +216,8 @@ impl Shard {
                     tracing::error!(core = self.core, "arming the timer: {e}");
                 }
             }
+            // Outbound completions go to the reactor before this is called.
+            Event::OutConnected { .. } | Event::OutSent { .. } | Event::OutReceived { .. } => {}
             // Commands are applied after every turn of the loop; this turn came sooner.
             Event::Woken { more } => {
                 self.dispatch.meter.wake().clear();
@@ -339,6 +359,16 @@ impl Shard {
                 self.dirty.push(token);
             }
         }
+        let calls = self.dispatch.calls_in_flight();
+        outbound::reactor::with(|r| {
+            r.sweep_idle(now);
+            let counters = &mut self.dispatch.meter.counters;
+            counters.outbound_connections = r.counters.connections;
+            counters.outbound_reused = r.counters.reused;
+            counters.outbound_refused = r.counters.refused;
+            counters.outbound_in_flight = r.in_flight as u64;
+        });
+        self.dispatch.meter.counters.calls_in_flight = calls as u64;
         self.dispatch.meter.publish();
     }
 }

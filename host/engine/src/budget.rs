@@ -142,6 +142,7 @@ pub(crate) fn finish(
         request_copies: copies,
         request_bytes_copied: copies as usize * bytes,
         yields: state.clock.yields,
+        outbound: state.outbound_stats,
     };
     state.drain_output();
     crate::Invocation {
@@ -158,6 +159,7 @@ pub(crate) fn start_clock(store: &mut Store<HostState>) {
     state.memory.denied = false;
     state.clock = CallClock::started();
     state.slices.reset();
+    state.outbound_stats = crate::OutboundStats::default();
     store.set_epoch_deadline(1);
 }
 

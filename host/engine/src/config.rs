@@ -27,6 +27,8 @@ pub struct Limits {
     pub coredump_max_bytes: usize,
     /// Bytes of stdout and stderr kept per request.
     pub max_output_bytes: usize,
+    /// What outbound HTTP requests the guest may make (none by default).
+    pub outbound: Arc<crate::OutboundPolicy>,
 }
 
 impl Default for Limits {
@@ -42,6 +44,7 @@ impl Default for Limits {
             max_log_bytes: 256 << 10,
             coredump_max_bytes: 0,
             max_output_bytes: 64 << 10,
+            outbound: Arc::default(),
         }
     }
 }

@@ -19,7 +19,7 @@ pub enum Error {
     #[error("invalid component: {0}")]
     Invalid(String),
     /// The component does not export the `edge:handler` interface.
-    #[error("the component does not implement edge:handler@0.1.0: {0}")]
+    #[error("the component does not implement edge:handler@0.2.0 (or 0.1.0): {0}")]
     WrongWorld(String),
     /// The component imports something the host does not provide.
     #[error(
@@ -34,7 +34,7 @@ pub enum Error {
     /// The binary fits none of the kinds of guest percore runs.
     #[error(
         "percore cannot tell what kind of guest this is: it is {0}. percore runs: an edge:handler \
-         guest (a component exporting `edge:handler/guest@0.1.0`); a wasi:http guest (a component \
+         guest (a component exporting `edge:handler/guest@0.2.0` or `@0.1.0`); a wasi:http guest (a component \
          exporting `wasi:http/incoming-handler@0.2.x` or `wasi:http/handler@0.3.x`); a WASI \
          command, run CGI style (a component exporting `wasi:cli/run@0.2.x`, or a core module \
          exporting `_start` that imports only `wasi_snapshot_preview1`); a bare core module \

@@ -207,6 +207,8 @@ pub struct HostState {
     pub(crate) clock: CallClock,
     /// CPU time of a call that yields, shared with the [`crate::Running`] that polls it.
     pub(crate) slices: Arc<crate::budget::SliceCpu>,
+    /// What this call's outbound requests did.
+    pub(crate) outbound_stats: crate::OutboundStats,
     monotonic_origin: Instant,
 }
 
@@ -246,6 +248,7 @@ impl HostState {
             coredump: None,
             clock: CallClock::started(),
             slices: Arc::default(),
+            outbound_stats: crate::OutboundStats::default(),
             monotonic_origin: Instant::now(),
         }
     }
@@ -465,9 +468,10 @@ pub(crate) fn add_wasi_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Re
     Ok(())
 }
 
-/// Link the `edge:handler` imports and WASI 0.2 into `linker`.
+/// Link the `edge:handler` imports (0.2.0 and 0.1.0) and WASI 0.2 into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     bindings::Handler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    crate::contract_v1::add_to_linker(linker)?;
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     Ok(())
 }

@@ -8,11 +8,16 @@ use percore_rt::host_memory::{HostMemoryStore, ResetStats, SnapshotError};
 use wasmtime::component::Component;
 
 use crate::bindings;
+
+mod exports;
+mod outcome;
 use crate::budget::{call_cpu, classify, new_store, start_clock};
-use crate::host::{HostState, LogRecord};
+use crate::host::HostState;
 use crate::response_check::check_response;
 use crate::running::{Running, TimeSlice, block_on};
 use crate::{Engine, Error, Fault, Limits, NotResettable, Request, Response};
+use exports::{Exports, Pre};
+pub use outcome::{CallStats, Invocation};
 
 /// Region capacity asked for at first use: small requests fit, and a fresh instance touches
 /// one page for it.
@@ -69,45 +74,10 @@ pub enum ResetError {
     ResourcesLeft,
 }
 
-/// Measurements of one call.
-#[derive(Debug, Clone, Copy)]
-pub struct CallStats {
-    /// The path the request took.
-    pub input: InputPath,
-    /// CPU time of the call on this thread: read from the thread CPU clock when the call
-    /// outlived an epoch tick; a shorter call is charged its wall time (a guest cannot block
-    /// and its core is pinned, so the two differ only by interrupts).
-    pub cpu: Duration,
-    /// Wall-clock time of the call.
-    pub wall: Duration,
-    /// How many times the host copied the request's bytes (1 for the region path: straight
-    /// into guest memory; 2 for the portable path: into the record, then lowered).
-    pub request_copies: u32,
-    /// Request bytes the host copied in all.
-    pub request_bytes_copied: usize,
-    /// Times the call yielded at the end of a time slice.
-    pub yields: u32,
-}
-
-/// The result of one request: the response or the fault, and what the guest logged.
-#[derive(Debug)]
-pub struct Invocation {
-    /// The checked response, or why there is none.
-    pub result: Result<Response, Fault>,
-    /// What the guest logged (import and stdout/stderr lines), in order, capped.
-    pub logs: Vec<LogRecord>,
-    /// Records dropped past the cap.
-    pub logs_dropped: usize,
-    /// The core dump of a trap, when the deployment asks for them.
-    pub coredump: Option<crate::CoreDump>,
-    /// Measurements.
-    pub stats: CallStats,
-}
-
 /// A component that passed every check and is linked, ready to instantiate cheaply.
 #[derive(Clone)]
 pub struct Handler {
-    pre: bindings::HandlerPre<HostState>,
+    pre: Pre,
 }
 
 impl std::fmt::Debug for Handler {
@@ -122,8 +92,16 @@ impl Handler {
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| Error::Link(format!("{e:#}")))?;
-        let pre =
-            bindings::HandlerPre::new(pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        let ty = component.component_type();
+        let v2 = ty
+            .exports(component.engine())
+            .any(|(name, _)| name == crate::validate::GUEST_EXPORTS[0]);
+        let wrong = |e: wasmtime::Error| Error::WrongWorld(format!("{e:#}"));
+        let pre = if v2 {
+            Pre::V2(bindings::HandlerPre::new(pre).map_err(wrong)?)
+        } else {
+            Pre::V1(bindings::v1::HandlerPre::new(pre).map_err(wrong)?)
+        };
         Ok(Self { pre })
     }
 
@@ -133,10 +111,18 @@ impl Handler {
         limits: Arc<Limits>,
         config: Arc<BTreeMap<String, String>>,
     ) -> Result<Instance, Fault> {
-        let engine = self.pre.engine();
+        let engine = match &self.pre {
+            Pre::V2(pre) => pre.engine(),
+            Pre::V1(pre) => pre.engine(),
+        };
         let store = new_store(engine, HostState::new(limits, config));
+        // With an asynchronous import linked, instantiation is asynchronous too; nothing in
+        // it waits, so it completes in one poll.
         let (mut memories, bindings) =
-            HostMemoryStore::instantiate(store, |store| self.pre.instantiate(store));
+            HostMemoryStore::instantiate(store, |store| match &self.pre {
+                Pre::V2(pre) => block_on(pre.instantiate_async(store)).map(Exports::V2),
+                Pre::V1(pre) => block_on(pre.instantiate_async(store)).map(Exports::V1),
+            });
         match bindings {
             Ok(bindings) => Ok(Instance {
                 memories,
@@ -175,6 +161,7 @@ impl Handler {
                     request_copies: 0,
                     request_bytes_copied: 0,
                     yields: 0,
+                    outbound: crate::OutboundStats::default(),
                 },
             },
         }
@@ -218,7 +205,7 @@ impl StreamedBody {
 /// One live instance of a [`Handler`], serving requests one at a time.
 pub struct Instance {
     memories: HostMemoryStore<HostState>,
-    bindings: bindings::Handler,
+    bindings: Exports,
     region: Option<Region>,
     /// The guest said it offers no input region.
     no_region: bool,
@@ -371,6 +358,7 @@ impl Instance {
             request_copies: 1,
             request_bytes_copied: total,
             yields: 0,
+            outbound: crate::OutboundStats::default(),
         };
         self.begin_call();
         let entry = if !self.usable {
@@ -459,6 +447,7 @@ impl Instance {
             request_copies: 1,
             request_bytes_copied: total,
             yields: 0,
+            outbound: crate::OutboundStats::default(),
         };
         self.begin_call();
         if !self.usable {
@@ -515,14 +504,12 @@ impl Instance {
     /// Call the guest with a prepared request; the instance is unusable after a fault.
     async fn run(&mut self, prepared: Prepared) -> Invocation {
         let Prepared(entry, mut stats) = prepared;
-        let guest = self.bindings.edge_handler_guest();
+        let guest = &self.bindings;
         let store = self.memories.store();
         let called = match entry {
             Entry::Failed(fault) => Err(fault),
-            Entry::Region { head, body } => {
-                Ok(guest.call_handle_region(&mut *store, head, body).await)
-            }
-            Entry::Portable(record) => Ok(guest.call_handle(&mut *store, &record).await),
+            Entry::Region { head, body } => Ok(guest.handle_region(&mut *store, head, body).await),
+            Entry::Portable(record) => Ok(guest.handle(&mut *store, &record).await),
         };
         let result = match called {
             Err(fault) => Err(fault),
@@ -533,6 +520,7 @@ impl Instance {
         stats.cpu = call_cpu(&state.clock, &state.slices);
         stats.wall = state.clock.wall_start.elapsed();
         stats.yields = state.clock.yields;
+        stats.outbound = state.outbound_stats;
         if result.is_err() {
             self.usable = false;
         }
@@ -555,9 +543,7 @@ impl Instance {
                 ),
             });
         };
-        let guest = self.bindings.edge_handler_guest();
-        let given = guest
-            .call_input_region(self.memories.store(), ask)
+        let given = block_on(self.bindings.input_region(self.memories.store(), ask))
             .map_err(|e| classify(self.memories.store(), e))?;
         let region = Region {
             offset: given.offset as usize,

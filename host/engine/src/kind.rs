@@ -10,7 +10,7 @@ use crate::Error;
 /// What kind of guest a binary is, which decides how a request reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GuestKind {
-    /// A component exporting `edge:handler/guest@0.1.x`: percore's own contract.
+    /// A component exporting `edge:handler/guest@0.2.x` (or `@0.1.x`): percore's own contract.
     Edge,
     /// A component exporting `wasi:http/incoming-handler@0.2.x` (the `wasi:http/proxy` world
     /// that `wasmtime serve`, Spin 2-3 and wasmCloud run).
@@ -49,7 +49,7 @@ impl GuestKind {
     /// What a binary must have to be of this kind (for error messages).
     pub fn needs(self) -> &'static str {
         match self {
-            GuestKind::Edge => "a component exporting `edge:handler/guest@0.1.0`",
+            GuestKind::Edge => "a component exporting `edge:handler/guest@0.2.0` (or `@0.1.0`)",
             GuestKind::HttpP2 => "a component exporting `wasi:http/incoming-handler@0.2.x`",
             GuestKind::HttpP3 => "a component exporting `wasi:http/handler@0.3.x`",
             GuestKind::Cgi => {
@@ -174,7 +174,9 @@ fn exports_interface(exports: &[String], interface: &str, version_prefix: &str) 
 
 /// The kind of a component from its export names.
 pub(crate) fn component_kind(exports: &[String]) -> Option<GuestKind> {
-    if exports_interface(exports, "edge:handler/guest", "0.1.") {
+    if exports_interface(exports, "edge:handler/guest", "0.1.")
+        || exports_interface(exports, "edge:handler/guest", "0.2.")
+    {
         Some(GuestKind::Edge)
     } else if exports_interface(exports, "wasi:http/handler", "0.3.") {
         Some(GuestKind::HttpP3)
@@ -324,7 +326,8 @@ mod tests {
         assert!(component_kind(&["wasi:cli/run@0.2.0".into()]) == Some(GuestKind::Cgi));
         assert!(component_kind(&["edge:handler/guest@0.1.0".into()]) == Some(GuestKind::Edge));
         assert!(component_kind(&["wasi:cli/run@0.3.0".into()]).is_none());
-        assert!(component_kind(&["edge:handler/guest@0.2.0".into()]).is_none());
+        assert!(component_kind(&["edge:handler/guest@0.2.0".into()]) == Some(GuestKind::Edge));
+        assert!(component_kind(&["edge:handler/guest@0.3.0".into()]).is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod adapt;
+mod allowed_hosts;
 mod artifacts;
 mod bare;
 mod bindings;
@@ -21,11 +22,13 @@ mod budget;
 mod cgi;
 mod cgi_protocol;
 mod config;
+mod contract_v1;
 mod error;
 mod host;
 mod instance;
 mod kind;
 mod message;
+mod outbound;
 mod response_check;
 mod running;
 mod state;
@@ -34,6 +37,7 @@ mod validate;
 mod wasi;
 mod wasi_http;
 
+pub use allowed_hosts::{AllowedHosts, AllowedHostsError, Origin, Scheme};
 pub use artifacts::{ArtifactCache, Cached, sha256_hex, write_artifact};
 pub use bare::BareHandler;
 pub use cgi::{CgiHandler, CgiSite};
@@ -45,6 +49,10 @@ pub use instance::{
 };
 pub use kind::{Detected, GuestKind, UnknownKind, detect, kind_of};
 pub use message::{Request, Response};
+pub use outbound::{
+    OutboundClient, OutboundError, OutboundFuture, OutboundPolicy, OutboundRequest,
+    OutboundResponse, OutboundStats, check_request, fetch_on_this_thread, set_thread_client,
+};
 pub use percore_rt::host_memory::{ResetStats, SnapshotError};
 pub use running::{Running, TimeSlice};
 pub use state::{NotResettable, check_resettable};
@@ -61,7 +69,7 @@ use wasmtime::component::{Component, Linker};
 use crate::host::HostState;
 
 /// The version of the `edge:handler` contract this engine implements.
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = "0.2.0";
 
 /// A wasmtime engine set up for percore, with its linker.
 pub struct Engine {

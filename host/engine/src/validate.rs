@@ -6,8 +6,10 @@ use wasmtime::component::Component;
 
 use crate::{Error, GuestKind};
 
-/// The interface a guest must export.
-pub(crate) const GUEST_EXPORT: &str = "edge:handler/guest@0.1.0";
+/// The interface a guest exports: the current contract's, or the previous one's (still run
+/// unchanged).
+pub(crate) const GUEST_EXPORTS: [&str; 2] =
+    ["edge:handler/guest@0.2.0", "edge:handler/guest@0.1.0"];
 
 const WASM_MAGIC: &[u8] = b"\0asm";
 const CORE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
@@ -70,7 +72,7 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 pub(crate) fn check_exports(engine: &wasmtime::Engine, component: &Component) -> Result<(), Error> {
     let ty = component.component_type();
     let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
-    if names.iter().any(|n| n == GUEST_EXPORT) {
+    if names.iter().any(|n| GUEST_EXPORTS.contains(&n.as_str())) {
         return Ok(());
     }
     let found = if names.is_empty() {
@@ -79,7 +81,8 @@ pub(crate) fn check_exports(engine: &wasmtime::Engine, component: &Component) ->
         format!("it exports {}", quoted_list(&names))
     };
     Err(Error::WrongWorld(format!(
-        "it does not export `{GUEST_EXPORT}` ({found})"
+        "it does not export `{}` (or `{}`) ({found})",
+        GUEST_EXPORTS[0], GUEST_EXPORTS[1]
     )))
 }
 
@@ -94,7 +97,8 @@ pub(crate) fn check_imports(
         let wasi_02 = name.starts_with("wasi:") && name.contains("@0.2.");
         let provided = match kind {
             GuestKind::Edge => {
-                name.starts_with("edge:handler/") && name.ends_with("@0.1.0")
+                name.starts_with("edge:handler/")
+                    && (name.ends_with("@0.1.0") || name.ends_with("@0.2.0"))
                     || wasi_02 && !name.starts_with("wasi:http/")
             }
             GuestKind::HttpP2 | GuestKind::Cgi => wasi_02,
@@ -115,8 +119,8 @@ pub(crate) fn check_imports(
 fn provides(kind: GuestKind) -> &'static str {
     match kind {
         GuestKind::Edge => {
-            "edge:handler/{log,clocks,random,config}@0.1 and WASI 0.2 with no files, \
-             environment or network"
+            "edge:handler/{log,clocks,random,config,outbound}@0.2 (and @0.1 without outbound) \
+             and WASI 0.2 with no files, environment or network"
         }
         GuestKind::HttpP2 => {
             "WASI 0.2 (wasi:http@0.2 with outbound requests denied, no files or sockets)"

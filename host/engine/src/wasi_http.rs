@@ -116,6 +116,7 @@ impl HttpHandler {
                     request_copies: 0,
                     request_bytes_copied: 0,
                     yields: 0,
+                    outbound: crate::OutboundStats::default(),
                 },
             },
         }

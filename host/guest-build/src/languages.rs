@@ -95,7 +95,12 @@ pub(crate) fn build(root: &Path, require: bool, verbose: bool) -> anyhow::Result
             continue;
         }
         let dir = root.join(guest.dir);
-        let fingerprint = fingerprint(&dir, &root.join("wit"))?;
+        // The contract version the guest builds against: its own `wit` link (the languages'
+        // guests link the 0.1.0 contract), else the current one.
+        let wit = Some(dir.join("wit"))
+            .filter(|w| w.exists())
+            .unwrap_or_else(|| root.join("wit"));
+        let fingerprint = fingerprint(&dir, &wit)?;
         let built = cache.join(format!("{}.wasm", guest.name));
         let stamp = cache.join(format!("{}.inputs", guest.name));
         let fresh = built.exists()

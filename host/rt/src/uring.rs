@@ -6,17 +6,24 @@
 //!   [`Uring::leased`] and gives it back with [`Uring::recycle`].
 //! - Sends take a `Vec<u8>` by value and return it with the completion ([`Event::Sent`]).
 //! - Accepts are multishot.
+//! - Outbound connections (the data plane's HTTP client) connect, send and receive one
+//!   operation at a time: a receive fills the spare capacity of a `Vec<u8>` given by value and
+//!   returned with the completion ([`Event::OutReceived`]).
 //! - Dropping the ring first cancels every operation and waits for their completions, so no
 //!   buffer is freed while the kernel may still touch it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
-use io_uring::types::{BufRingEntry, Fd, Timespec};
+mod bufring;
+mod sockaddr;
+
+use io_uring::types::{Fd, Timespec};
 use io_uring::{IoUring, cqueue, opcode, squeue};
+
+use bufring::BufRing;
+use sockaddr::SockAddr;
 
 const KIND_SHIFT: u32 = 56;
 const ACCEPT: u64 = 1;
@@ -25,6 +32,9 @@ const SEND: u64 = 3;
 const TIMER: u64 = 4;
 const CANCEL: u64 = 5;
 const WAKE: u64 = 6;
+const OUT_CONNECT: u64 = 7;
+const OUT_SEND: u64 = 8;
+const OUT_RECV: u64 = 9;
 /// Buffer group of the one provided-buffer ring.
 const BGID: u16 = 0;
 
@@ -113,94 +123,32 @@ pub enum Event {
         /// Whether the watch is still armed.
         more: bool,
     },
-}
-
-/// The provided-buffer ring: entries shared with the kernel, and the buffers they point at.
-struct BufRing {
-    /// Page-aligned array of `entries` ring entries (mmap'd).
-    ring: NonNull<BufRingEntry>,
-    ring_bytes: usize,
-    entries: u16,
-    tail: u16,
-    buffers: Box<[u8]>,
-    buffer_size: u32,
-}
-
-impl BufRing {
-    fn new(entries: u16, buffer_size: u32) -> io::Result<Self> {
-        if !entries.is_power_of_two() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "buffer count must be a power of two",
-            ));
-        }
-        let ring_bytes = usize::from(entries) * std::mem::size_of::<BufRingEntry>();
-        // SAFETY: an anonymous private read-write mapping the kernel places; released in Drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                ring_bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ring = NonNull::new(ptr.cast::<BufRingEntry>()).ok_or_else(io::Error::last_os_error)?;
-        let mut this = Self {
-            ring,
-            ring_bytes,
-            entries,
-            tail: 0,
-            buffers: vec![0u8; usize::from(entries) * buffer_size as usize].into_boxed_slice(),
-            buffer_size,
-        };
-        for bid in 0..entries {
-            this.push(bid);
-        }
-        this.publish();
-        Ok(this)
-    }
-
-    /// Put buffer `bid` at the tail (not yet visible to the kernel: see `publish`).
-    fn push(&mut self, bid: u16) {
-        let index = usize::from(self.tail & (self.entries - 1));
-        // SAFETY: `index < entries`, inside the mapping; the kernel reads entries only between
-        // head and the published tail, and this slot is past the published tail.
-        let entry = unsafe { &mut *self.ring.as_ptr().add(index) };
-        let offset = usize::from(bid) * self.buffer_size as usize;
-        entry.set_addr(self.buffers[offset..].as_ptr() as u64);
-        entry.set_len(self.buffer_size);
-        entry.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    /// Make every pushed entry visible to the kernel.
-    fn publish(&self) {
-        // SAFETY: `ring` is the first entry of the registered ring, so `tail` points at the
-        // ring's tail field, a u16 the kernel reads atomically; it is aligned and lives as long
-        // as the mapping.
-        let tail = unsafe { &*BufRingEntry::tail(self.ring.as_ptr()).cast::<AtomicU16>() };
-        tail.store(self.tail, Ordering::Release);
-    }
-
-    fn bytes(&self, lease: &Lease) -> &[u8] {
-        let offset = usize::from(lease.bid) * self.buffer_size as usize;
-        &self.buffers[offset..offset + lease.len as usize]
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        // SAFETY: exactly the mapping made in `new`; the ring was unregistered (or the io_uring
-        // closed and drained) before, so the kernel no longer reads it.
-        unsafe {
-            libc::munmap(self.ring.as_ptr().cast(), self.ring_bytes);
-        }
-    }
+    /// An outbound connect finished ([`Uring::connect`]).
+    OutConnected {
+        /// The caller's token for the outbound connection.
+        token: u32,
+        /// Connected, or why not.
+        result: io::Result<()>,
+    },
+    /// An outbound send finished ([`Uring::send_out`]); the buffer comes back.
+    OutSent {
+        /// The caller's token for the outbound connection.
+        token: u32,
+        /// Bytes sent, or the error.
+        result: io::Result<usize>,
+        /// The buffer given.
+        buf: Vec<u8>,
+    },
+    /// An outbound receive finished ([`Uring::recv_into`]): the buffer comes back with the
+    /// bytes received appended (`Ok(0)`: the peer closed its side).
+    OutReceived {
+        /// The caller's token for the outbound connection.
+        token: u32,
+        /// Bytes received, or the error.
+        result: io::Result<usize>,
+        /// The buffer given, longer by the bytes received.
+        buf: Vec<u8>,
+    },
 }
 
 /// One io_uring with its provided buffers and the send buffers in flight.
@@ -208,8 +156,12 @@ pub struct Uring {
     // Field order matters: the ring is drained in `Drop::drop`, before any buffer is freed.
     ring: IoUring,
     bufs: BufRing,
+    /// Buffers of sends and outbound receives in flight, by slot.
     sends: Vec<Option<Vec<u8>>>,
     free_sends: Vec<u32>,
+    /// Socket addresses of connects in flight, by slot.
+    addrs: Vec<Option<Box<SockAddr>>>,
+    free_addrs: Vec<u32>,
     timer: Box<Timespec>,
     timer_armed: bool,
     in_flight: usize,
@@ -250,6 +202,8 @@ impl Uring {
             bufs,
             sends: Vec::new(),
             free_sends: Vec::new(),
+            addrs: Vec::new(),
+            free_addrs: Vec::new(),
             timer: Box::new(Timespec::new()),
             timer_armed: false,
             in_flight: 0,
@@ -338,10 +292,23 @@ impl Uring {
         buf: Vec<u8>,
         offset: usize,
     ) -> io::Result<()> {
-        let offset = offset.min(buf.len());
-        let len = u32::try_from(buf.len() - offset).unwrap_or(u32::MAX);
-        let ptr = buf[offset..].as_ptr();
-        let slot = match self.free_sends.pop() {
+        self.send_kind(SEND, token, fd, buf, offset)
+    }
+
+    /// Send `buf[offset..]` on outbound connection `token`; `buf` comes back in
+    /// [`Event::OutSent`].
+    pub fn send_out(
+        &mut self,
+        token: u32,
+        fd: &impl AsRawFd,
+        buf: Vec<u8>,
+        offset: usize,
+    ) -> io::Result<()> {
+        self.send_kind(OUT_SEND, token, fd, buf, offset)
+    }
+
+    fn keep_buffer(&mut self, buf: Vec<u8>) -> u32 {
+        match self.free_sends.pop() {
             Some(slot) => {
                 self.sends[slot as usize] = Some(buf);
                 slot
@@ -350,14 +317,85 @@ impl Uring {
                 self.sends.push(Some(buf));
                 (self.sends.len() - 1) as u32
             }
-        };
+        }
+    }
+
+    fn send_kind(
+        &mut self,
+        kind: u64,
+        token: u32,
+        fd: &impl AsRawFd,
+        buf: Vec<u8>,
+        offset: usize,
+    ) -> io::Result<()> {
+        let offset = offset.min(buf.len());
+        let len = u32::try_from(buf.len() - offset).unwrap_or(u32::MAX);
+        let ptr = buf[offset..].as_ptr();
+        let slot = self.keep_buffer(buf);
         let entry = opcode::Send::new(Fd(fd.as_raw_fd()), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
-            .user_data(user_data(SEND, slot, token));
+            .user_data(user_data(kind, slot, token));
         // SAFETY: `ptr..ptr+len` is inside the Vec now stored in `self.sends[slot]`; a Vec's heap
         // buffer does not move when the Vec does, and it is neither touched nor freed until the
         // completion returns it (or `Drop` has drained the ring).
+        unsafe { self.push(entry) }
+    }
+
+    /// Receive once on outbound connection `token` into the spare capacity of `buf` (reserve
+    /// it first: with none, the receive reads nothing); `buf` comes back in
+    /// [`Event::OutReceived`], its length grown by the bytes received.
+    pub fn recv_into(&mut self, token: u32, fd: &impl AsRawFd, mut buf: Vec<u8>) -> io::Result<()> {
+        let spare = buf.spare_capacity_mut();
+        let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+        let ptr = spare.as_mut_ptr().cast::<u8>();
+        let slot = self.keep_buffer(buf);
+        let entry = opcode::Recv::new(Fd(fd.as_raw_fd()), ptr, len)
+            .build()
+            .user_data(user_data(OUT_RECV, slot, token));
+        // SAFETY: `ptr..ptr+len` is the spare capacity of the Vec now stored in
+        // `self.sends[slot]`: its heap buffer does not move, nothing reads or writes it until the
+        // completion returns it (its length is only set then, to what the kernel wrote), and it is
+        // not freed before that completion (or `Drop` has drained the ring).
+        unsafe { self.push(entry) }
+    }
+
+    /// Connect outbound connection `token`'s socket `fd` to `addr`; completes with
+    /// [`Event::OutConnected`].
+    pub fn connect(
+        &mut self,
+        token: u32,
+        fd: &impl AsRawFd,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<()> {
+        let addr = Box::new(SockAddr::from(addr));
+        let (ptr, len) = (addr.as_ptr(), addr.len);
+        let slot = match self.free_addrs.pop() {
+            Some(slot) => {
+                self.addrs[slot as usize] = Some(addr);
+                slot
+            }
+            None => {
+                self.addrs.push(Some(addr));
+                (self.addrs.len() - 1) as u32
+            }
+        };
+        let entry = opcode::Connect::new(Fd(fd.as_raw_fd()), ptr, len)
+            .build()
+            .user_data(user_data(OUT_CONNECT, slot, token));
+        // SAFETY: the address is boxed in `self.addrs[slot]`, so it does not move, and it is
+        // kept until the completion (or `Drop` has drained the ring).
+        unsafe { self.push(entry) }
+    }
+
+    /// Cancel every operation in flight on `fd` (their completions still come, with
+    /// `ECANCELED`).
+    pub fn cancel_fd(&mut self, fd: &impl AsRawFd) -> io::Result<()> {
+        let entry =
+            opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::fd(Fd(fd.as_raw_fd())).all())
+                .build()
+                .user_data(user_data(CANCEL, 0, 0));
+        // SAFETY: cancel points at no buffer.
         unsafe { self.push(entry) }
     }
 
@@ -384,6 +422,27 @@ impl Uring {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Submit what is queued and wait for at least `want` completions or until `timeout` has
+    /// passed, whichever comes first.
+    pub fn submit_and_wait_for(&mut self, want: usize, timeout: Duration) -> io::Result<()> {
+        let ts = Timespec::new()
+            .sec(timeout.as_secs())
+            .nsec(timeout.subsec_nanos());
+        let args = io_uring::types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(want, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EBUSY | libc::ETIME)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -457,6 +516,38 @@ impl Uring {
                 Some(Event::Timer)
             }
             WAKE => Some(Event::Woken { more }),
+            OUT_CONNECT => {
+                let slot = ((data >> 32) & 0x00ff_ffff) as u32;
+                self.addrs[slot as usize] = None;
+                self.free_addrs.push(slot);
+                Some(Event::OutConnected {
+                    token,
+                    result: result(res).map(drop),
+                })
+            }
+            OUT_SEND => {
+                let slot = ((data >> 32) & 0x00ff_ffff) as u32;
+                let buf = self.sends[slot as usize].take().unwrap_or_default();
+                self.free_sends.push(slot);
+                Some(Event::OutSent {
+                    token,
+                    result: result(res).map(|n| n as usize),
+                    buf,
+                })
+            }
+            OUT_RECV => {
+                let slot = ((data >> 32) & 0x00ff_ffff) as u32;
+                let mut buf = self.sends[slot as usize].take().unwrap_or_default();
+                self.free_sends.push(slot);
+                let result = result(res).map(|n| n as usize);
+                if let Ok(n) = result {
+                    let n = n.min(buf.capacity() - buf.len());
+                    // SAFETY: the kernel wrote `n` bytes into the spare capacity given to
+                    // `recv_into` (never more than that capacity), right after the old length.
+                    unsafe { buf.set_len(buf.len() + n) };
+                }
+                Some(Event::OutReceived { token, result, buf })
+            }
             _ => None,
         }
     }
@@ -505,84 +596,4 @@ impl Drop for Uring {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-
-    #[test]
-    fn accept_receive_and_send_through_the_ring() {
-        let listener = crate::net::reuseport_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut ring = Uring::new(UringConfig {
-            buffers: 4,
-            buffer_size: 8,
-            ..UringConfig::default()
-        })
-        .unwrap();
-        ring.accept_multi(&listener).unwrap();
-        let client = std::thread::spawn(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(b"hello, ring: more than one buffer").unwrap();
-            s.shutdown(std::net::Shutdown::Write).unwrap();
-            let mut back = Vec::new();
-            s.read_to_end(&mut back).unwrap();
-            back
-        });
-        let mut events = Vec::new();
-        let mut conn = None;
-        let mut received = Vec::new();
-        let mut eof = false;
-        while !eof {
-            ring.submit_and_wait(1).unwrap();
-            ring.drain(&mut events);
-            for event in events.drain(..) {
-                match event {
-                    Event::Accepted { result, .. } => {
-                        let fd = result.unwrap();
-                        ring.recv_multi(7, &fd).unwrap();
-                        conn = Some(fd);
-                    }
-                    Event::Received {
-                        token,
-                        result,
-                        more,
-                    } => {
-                        assert_eq!(token, 7);
-                        match result {
-                            Ok(Some(lease)) => {
-                                received.extend_from_slice(ring.leased(&lease));
-                                ring.recycle(lease);
-                                if !more {
-                                    ring.recv_multi(7, conn.as_ref().unwrap()).unwrap();
-                                }
-                            }
-                            Ok(None) => eof = true,
-                            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                                ring.recv_multi(7, conn.as_ref().unwrap()).unwrap();
-                            }
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-        }
-        assert_eq!(received, b"hello, ring: more than one buffer");
-        ring.send(7, conn.as_ref().unwrap(), received.clone(), 6)
-            .unwrap();
-        let mut sent = None;
-        while sent.is_none() {
-            ring.submit_and_wait(1).unwrap();
-            ring.drain(&mut events);
-            for event in events.drain(..) {
-                if let Event::Sent { result, buf, .. } = event {
-                    assert_eq!(buf, received);
-                    sent = Some(result.unwrap());
-                }
-            }
-        }
-        assert_eq!(sent, Some(received.len() - 6));
-        drop(conn);
-        assert_eq!(client.join().unwrap(), &received[6..]);
-    }
-}
+mod tests;

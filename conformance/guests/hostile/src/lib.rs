@@ -9,6 +9,9 @@
 //! Floods, each of which a host must cap: `/log-flood?n=N` makes N log calls of a 4 KiB message
 //! and 32 fields of 4 KiB keys and values; `/print-flood?mb=N` prints N MiB to stdout and to
 //! stderr; `/header-flood?n=N&kib=K` answers with N header fields of K KiB values.
+//! Outbound: `/fetch-many?n=N&url=U` sends N requests to U one after another, whatever each
+//! gives, and answers with how many succeeded and the errors by kind (`ok=3 too_many=7`);
+//! `/fetch-spin?url=U` fetches U, then spins forever (a guest that never ends after waiting).
 
 use std::hint::black_box;
 
@@ -144,6 +147,26 @@ fn hostile(req: Request) -> Response {
             (0..param(&req, "n", 1000)).fold(Response::text(200, "headers"), |r, i| {
                 r.with_header(format!("x-flood-{i}"), value.clone())
             })
+        }
+        "/fetch-many" => {
+            let url = req.query_param("url").unwrap_or("");
+            let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+            for _ in 0..param(&req, "n", 1) {
+                let kind = match percore_guest::fetch::get(url) {
+                    Ok(_) => "ok",
+                    Err(e) => e.kind(),
+                };
+                *counts.entry(kind).or_default() += 1;
+            }
+            let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+            Response::text(200, summary.join(" "))
+        }
+        "/fetch-spin" => {
+            let _ = percore_guest::fetch::get(req.query_param("url").unwrap_or(""));
+            let mut n = 0u64;
+            loop {
+                n = black_box(n.wrapping_add(1));
+            }
         }
         _ => Response::text(404, "unknown behaviour"),
     }

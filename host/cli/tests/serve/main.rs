@@ -10,6 +10,7 @@ use std::time::Duration;
 
 #[path = "../common/mod.rs"]
 mod common;
+mod outbound;
 mod slices;
 use common::guest;
 

@@ -152,7 +152,7 @@ impl EdgeHandler {
             Some(body) => instance.start_streamed(request, body, cx.slice),
             None => instance.start(request, self.input, cx.slice),
         };
-        match first_slice(running, outcome, SuspendedCall::Edge) {
+        match first_slice(running, outcome, SuspendedCall::Edge, cx.waker) {
             Ok((instance, invocation)) => {
                 self.pool.give_back(instance, cx.counters);
                 Ran::Done(settle(invocation, deployment, id, cx, outcome))

@@ -76,7 +76,7 @@ impl HttpBackend {
             Err(fault) => return Ran::Done(fail(&fault, call.deployment, call.id, cx, outcome)),
         };
         let running = instance.start(call.request, cx.slice);
-        match first_slice(running, outcome, SuspendedCall::Http) {
+        match first_slice(running, outcome, SuspendedCall::Http, cx.waker) {
             Ok((instance, invocation)) => {
                 self.pool.give_back(instance, cx.counters);
                 Ran::Done(settle(invocation, call.deployment, call.id, cx, outcome))

@@ -76,6 +76,8 @@ pub(crate) struct Cx<'a> {
     pub(crate) coredump: Option<Vec<u8>>,
     /// Running time after which a call that can yield does.
     pub(crate) slice: percore_engine::TimeSlice,
+    /// Wakes the call this request starts, if it waits (see [`Suspended::poll`]).
+    pub(crate) waker: &'a Waker,
 }
 
 /// What starting a request gave.
@@ -119,11 +121,13 @@ enum Returned {
 }
 
 impl Suspended {
-    /// Run the call for one more slice. Every call in flight can run: it yielded at the end of
-    /// a slice (and woke itself doing so), or waits for a timer of its own, which its runtime
-    /// fires when the call is polled.
-    pub(crate) fn poll(&mut self) -> Poll<Ended> {
-        let mut cx = Context::from_waker(Waker::noop());
+    /// Run the call for one more slice. An edge call is polled when `waker` (the one it was
+    /// started with) was woken: it yielded at the end of a slice (which wakes it at once), or
+    /// what it waited for (an outbound response, a deadline) came. wasi:http and command calls
+    /// wait on timers and tasks of their runtime, which turns only while they are polled: they
+    /// are polled every turn ([`Suspended::polled_every_turn`]).
+    pub(crate) fn poll(&mut self, waker: &Waker) -> Poll<Ended> {
+        let mut cx = Context::from_waker(waker);
         let (instance, invocation) = match &mut self.call {
             SuspendedCall::Edge(call) => match call.poll(&mut cx) {
                 Poll::Ready((i, inv)) => (Returned::Edge(i), inv),
@@ -146,14 +150,22 @@ impl Suspended {
     }
 }
 
+impl Suspended {
+    /// Whether the call must be polled every turn of the loop (see [`Suspended::poll`]).
+    pub(crate) fn polled_every_turn(&self) -> bool {
+        !matches!(self.call, SuspendedCall::Edge(_))
+    }
+}
+
 /// Run a call's first slice. `Ok`: it ended, with what it ran on and its invocation; `Err`: it
-/// yielded, and is in flight.
+/// yielded or waits, and is in flight; `waker` wakes it.
 pub(crate) fn first_slice<I>(
     mut call: Running<I>,
     outcome: Outcome,
     suspend: fn(Running<I>) -> SuspendedCall,
+    waker: &Waker,
 ) -> Result<(I, Invocation), Suspended> {
-    let mut cx = Context::from_waker(Waker::noop());
+    let mut cx = Context::from_waker(waker);
     match call.poll(&mut cx) {
         Poll::Ready(ended) => Ok(ended),
         Poll::Pending => Err(Suspended {
@@ -496,6 +508,13 @@ pub(crate) fn settle(
     cx.counters.guest_requests += 1;
     cx.counters.request_copies += u64::from(invocation.stats.request_copies);
     cx.counters.request_bytes_copied += invocation.stats.request_bytes_copied as u64;
+    let outbound = invocation.stats.outbound;
+    if outbound.requests > 0 {
+        cx.counters.outbound_requests += u64::from(outbound.requests);
+        cx.counters.outbound_errors += u64::from(outbound.errors);
+        cx.counters.outbound_bytes_out += outbound.bytes_out;
+        cx.counters.outbound_bytes_in += outbound.bytes_in;
+    }
     for record in &invocation.logs {
         log_guest(deployment, id, record);
     }

@@ -1,0 +1,336 @@
+//! Outbound HTTP: guests fetch from a real origin on loopback, started here, that behaves well
+//! or badly on request. Every failure is a typed error to the guest (the `fetch` example
+//! answers it with a status and `x-fetch-error`), and the host keeps serving.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::{Server, common::guest, get};
+
+/// An origin server on loopback: a thread per connection, keep-alive, behaviours by path.
+struct Origin {
+    addr: SocketAddr,
+    /// Connections accepted.
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Origin {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, stopping) = (connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                count.fetch_add(1, Ordering::Relaxed);
+                let stopping = stopping.clone();
+                std::thread::spawn(move || serve(stream, &stopping));
+            }
+        });
+        Self {
+            addr,
+            connections,
+            stop,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Answer requests on one connection until the client closes it or a behaviour ends it.
+fn serve(stream: TcpStream, stop: &AtomicBool) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+        let mut length = 0;
+        loop {
+            let mut field = String::new();
+            if reader.read_line(&mut field).unwrap_or(0) == 0 {
+                return;
+            }
+            if field == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = field.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let answer = |out: &mut TcpStream, text: &str| out.write_all(text.as_bytes()).is_ok();
+        let hello = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12\r\n\r\nfrom origin\n";
+        let (route, query) = path.split_once('?').unwrap_or((&path, ""));
+        let ok = match route {
+            "/hello" => answer(&mut out, hello),
+            "/echo" => {
+                let head = format!("HTTP/1.1 201 Created\r\ncontent-length: {length}\r\n\r\n");
+                answer(&mut out, &head) && out.write_all(&body).is_ok()
+            }
+            "/chunked" => answer(
+                &mut out,
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            ),
+            "/slow" => {
+                let ms = query.trim_start_matches("ms=").parse().unwrap_or(1000);
+                std::thread::sleep(Duration::from_millis(ms));
+                answer(&mut out, hello)
+            }
+            "/never" => {
+                for _ in 0..300 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                false
+            }
+            "/cut" => {
+                answer(
+                    &mut out,
+                    "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789",
+                );
+                false
+            }
+            "/malformed" => {
+                answer(&mut out, "this is not HTTP\r\n\r\n");
+                false
+            }
+            "/endless" => {
+                let chunk = vec![b'x'; 64 << 10];
+                let mut ok = answer(&mut out, "HTTP/1.1 200 OK\r\n\r\n");
+                // At most 64 MiB: the client gives up long before.
+                for _ in 0..1024 {
+                    ok = ok && out.write_all(&chunk).is_ok();
+                }
+                false
+            }
+            _ => answer(
+                &mut out,
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            ),
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+/// `percore serve` on one core with the configuration file `body` (after `cores = 1`).
+fn serve_one_core(name: &str, body: &str) -> (Server, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("percore-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("percore.toml");
+    std::fs::write(&config, format!("cores = 1\n{body}")).unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    (server, dir)
+}
+
+fn deployment(name: &str, guest_name: &str, path: &str, extra: &str) -> String {
+    format!(
+        "[[deployment]]\nname = \"{name}\"\ncomponent = \"{}\"\nroutes = [{{ path = \"{path}\" }}]\n{extra}\n",
+        guest(guest_name)
+    )
+}
+
+/// One request on a fresh connection: status, the named response field, body.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head");
+    let status = head[9..12].parse().unwrap();
+    let error = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-fetch-error: "))
+        .unwrap_or("")
+        .to_owned();
+    (status, error, body.to_owned())
+}
+
+#[test]
+fn a_guest_proxies_an_allowed_origin_over_kept_alive_connections() {
+    let origin = Origin::start();
+    let other = Origin::start();
+    let allowed = format!("allowed_outbound_hosts = [\"http://{}\"]", origin.addr);
+    let (server, dir) = serve_one_core("fetch", &deployment("fetch", "fetch", "/", &allowed));
+    for _ in 0..10 {
+        let url = format!("/?url={}", origin.url("/hello"));
+        assert_eq!(
+            request(server.addr, "GET", &url, ""),
+            (200, String::new(), "from origin\n".into())
+        );
+    }
+    // One connection carried them all (a second only if the origin was slow to read).
+    assert!(
+        origin.connections.load(Ordering::Relaxed) <= 2,
+        "{} connections for 10 requests",
+        origin.connections.load(Ordering::Relaxed)
+    );
+    let url = format!("/?url={}", origin.url("/chunked"));
+    assert_eq!(get(server.addr, &url), (200, b"hello world".to_vec()));
+    // The method and body go through; the origin's status comes back.
+    let url = format!("/?url={}", origin.url("/echo"));
+    assert_eq!(
+        request(server.addr, "POST", &url, "posted body"),
+        (201, String::new(), "posted body".into())
+    );
+    // Off the allow-list: refused without a connection.
+    for url in [
+        other.url("/hello"),
+        format!("http://localhost:{}/hello", origin.addr.port()),
+        format!("https://{}/hello", origin.addr),
+    ] {
+        let (status, error, _) = request(server.addr, "GET", &format!("/?url={url}"), "");
+        assert_eq!((status, error.as_str()), (403, "denied"), "{url}");
+    }
+    assert_eq!(other.connections.load(Ordering::Relaxed), 0);
+    let (status, error, _) = request(server.addr, "GET", "/?url=not-a-url", "");
+    assert_eq!((status, error.as_str()), (400, "invalid_request"));
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_origins_give_typed_errors_and_the_host_keeps_serving() {
+    let origin = Origin::start();
+    // A port nothing listens on.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let extra = "allowed_outbound_hosts = [\"http://127.0.0.1:*\", \"http://*.invalid\"]\n\
+                 outbound_timeout_ms = 1000\nmax_outbound_response_mb = 1\ntimeout_ms = 5000";
+    let body =
+        deployment("fetch", "fetch", "/", extra) + &deployment("hello", "hello", "/hello", "");
+    let (server, dir) = serve_one_core("fetch-bad", &body);
+    let cases = [
+        (origin.url("/never"), 504, "timeout"),
+        (origin.url("/cut"), 502, "protocol"),
+        (origin.url("/malformed"), 502, "protocol"),
+        (origin.url("/endless"), 502, "too_large"),
+        (format!("http://{closed}/"), 502, "connect"),
+        ("http://no-such-host.invalid/".to_owned(), 502, "dns"),
+    ];
+    for (url, status, kind) in cases {
+        let (got, error, body) = request(server.addr, "GET", &format!("/?url={url}"), "");
+        assert_eq!((got, error.as_str()), (status, kind), "{url}: {body}");
+        assert_eq!(
+            get(server.addr, "/hello"),
+            (200, b"Hello from percore!\n".to_vec())
+        );
+    }
+    // A slow origin within the timeout is fine.
+    let url = format!("/?url={}", origin.url("/slow?ms=300"));
+    assert_eq!(get(server.addr, &url), (200, b"from origin\n".to_vec()));
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn guests_that_fetch_too_much_or_never_end_are_stopped() {
+    let origin = Origin::start();
+    let extra = format!(
+        "allowed_outbound_hosts = [\"http://{}\"]\nmax_outbound_per_request = 10\ntimeout_ms = 3000\ncpu_ms = 200",
+        origin.addr
+    );
+    let (server, dir) = serve_one_core("fetch-many", &deployment("h", "hostile", "/h", &extra));
+    let url = format!("/h/fetch-many?n=50&url={}", origin.url("/hello"));
+    assert_eq!(get(server.addr, &url), (200, b"ok=10 too_many=40".to_vec()));
+    // Fetches, then loops: its CPU budget ends it, as any guest.
+    let url = format!("/h/fetch-spin?url={}", origin.url("/hello"));
+    assert_eq!(get(server.addr, &url).0, 504);
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Thread CPU time of a process, from /proc (user + system, in clock ticks of 10 ms).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn calls_waiting_for_an_origin_sleep_and_leave_their_core_to_others() {
+    let origin = Origin::start();
+    let body = "[calls]\nmax_in_flight_per_deployment = 200\n".to_owned()
+        + &deployment(
+            "fetch",
+            "fetch",
+            "/",
+            &format!(
+                "allowed_outbound_hosts = [\"http://{}\"]\ntimeout_ms = 10000",
+                origin.addr
+            ),
+        )
+        + &deployment("hello", "hello", "/hello", "");
+    let (server, dir) = serve_one_core("fetch-wait", &body);
+    let waiting: Vec<_> = (0..100)
+        .map(|_| {
+            let (addr, url) = (
+                server.addr,
+                format!("/?url={}", origin.url("/slow?ms=3000")),
+            );
+            std::thread::spawn(move || get(addr, &url))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_millis(1000));
+    let spent = cpu_ticks(server.pid()) - before;
+    // A hundred calls wait; a core that polled them would burn the whole second (100 ticks).
+    assert!(
+        spent < 30,
+        "the server used {spent} ticks of CPU in 1 s while its calls waited"
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            get(server.addr, "/hello"),
+            (200, b"Hello from percore!\n".to_vec())
+        );
+    }
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "proxied requests ended before the origin answered"
+    );
+    for w in waiting {
+        assert_eq!(w.join().unwrap(), (200, b"from origin\n".to_vec()));
+    }
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
