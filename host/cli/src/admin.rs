@@ -67,6 +67,20 @@ pub struct DeployArgs {
     /// absent, and checked against it when given.
     #[arg(long)]
     kind: Option<String>,
+    /// An origin the guest may send HTTP requests to, `scheme://host[:port]` in Spin's syntax
+    /// (`https://api.example.com`, `http://*.internal:8080`, `*://127.0.0.1:*`); repeatable.
+    /// None by default.
+    #[arg(long = "allow-outbound", value_name = "ORIGIN")]
+    allow_outbound: Vec<String>,
+    /// Longest wait for one outbound HTTP response, ms (default 10000).
+    #[arg(long, value_name = "MS")]
+    outbound_timeout_ms: Option<u64>,
+    /// Outbound HTTP requests one request may make (default 16).
+    #[arg(long, value_name = "N")]
+    max_outbound_per_request: Option<u32>,
+    /// Largest outbound HTTP response body, MiB (default 16).
+    #[arg(long, value_name = "MIB")]
+    max_outbound_response_mb: Option<usize>,
     #[command(flatten)]
     target: Target,
 }
@@ -294,6 +308,15 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
             args.max_instances_per_core.map(|v| v as u64),
         ),
         ("coredump_mb", args.coredump_mb.map(|v| v as u64)),
+        ("outbound_timeout_ms", args.outbound_timeout_ms),
+        (
+            "max_outbound_per_request",
+            args.max_outbound_per_request.map(u64::from),
+        ),
+        (
+            "max_outbound_response_mb",
+            args.max_outbound_response_mb.map(|v| v as u64),
+        ),
     ] {
         if let Some(v) = value {
             limits.insert(key.to_owned(), json!(v));
@@ -307,6 +330,9 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     });
     if let Some(kind) = &args.kind {
         body["kind"] = json!(kind);
+    }
+    if !args.allow_outbound.is_empty() {
+        body["allowed_outbound_hosts"] = json!(args.allow_outbound);
     }
     let body = serde_json::to_vec(&body)?;
     let started = Instant::now();

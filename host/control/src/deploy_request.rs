@@ -33,6 +33,11 @@ pub struct DeployRequest {
     pub config: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: crate::store::LimitsDoc,
+    /// Origins the guest may send HTTP requests to: `scheme://host[:port]` entries in Spin's
+    /// syntax (`https://api.example.com`, `http://*.internal:8080`, `*://127.0.0.1:*`); none
+    /// when absent.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
     /// The kind of guest, if the caller states it (`edge`, `wasi-http`, `cgi`, `bare`); it is
     /// told from the component otherwise, and a stated kind must match what is found.
     #[serde(default)]
@@ -67,6 +72,25 @@ pub(crate) fn check_limits(l: &crate::store::LimitsDoc) -> Result<(), Failure> {
     }
     if let Some(mb) = l.coredump_mb {
         percore_config::coredump_bytes(mb).map_err(named)?;
+    }
+    if let Some(ms) = l.outbound_timeout_ms {
+        percore_config::millis("outbound_timeout_ms", ms).map_err(named)?;
+    }
+    if let Some(mb) = l.max_outbound_response_mb {
+        percore_config::response_bytes(mb).map_err(|e| {
+            named(percore_config::LimitError {
+                field: "max_outbound_response_mb",
+                ..e
+            })
+        })?;
+    }
+    if let Some(n) = l.max_outbound_per_request
+        && !(1..=10_000).contains(&n)
+    {
+        return Err(fail(
+            400,
+            format!("limits.max_outbound_per_request = {n}: must be between 1 and 10000"),
+        ));
     }
     if l.max_instances_per_core == Some(0) {
         return Err(fail(

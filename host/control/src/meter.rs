@@ -57,6 +57,8 @@ pub struct DeploymentMetrics {
     pub bytes_out: u64,
     /// Requests that needed a new instance.
     pub cold_starts: u64,
+    /// The guests' outbound HTTP requests.
+    pub outbound: percore_dataplane::OutboundUse,
 }
 
 impl DeploymentMetrics {
@@ -83,6 +85,7 @@ impl DeploymentMetrics {
         self.bytes_in += r.bytes_in;
         self.bytes_out += r.bytes_out;
         self.cold_starts += u64::from(r.cold_starts);
+        self.outbound.add(&r.outbound);
     }
 }
 
@@ -254,6 +257,7 @@ impl Meter {
                             bytes_out: r.bytes_out,
                             requests: r.requests,
                             cold_starts: r.cold_starts,
+                            outbound: r.outbound,
                         };
                         if pending.len() < MAX_BACKLOG {
                             pending.push(row);
@@ -397,6 +401,7 @@ fn fold(folded: &mut Vec<LogRow>, row: LogRow) {
             sum.bytes_out += row.bytes_out;
             sum.requests += row.requests;
             sum.cold_starts += row.cold_starts;
+            sum.outbound.add(&row.outbound);
         }
         None => folded.push(row),
     }

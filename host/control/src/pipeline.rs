@@ -10,7 +10,8 @@ use percore_dataplane::{
     Command, DEFAULT_MAX_INSTANCES_PER_CORE, DeploymentSpec, Ready, RouteSpec,
 };
 use percore_engine::{
-    ArtifactCache, Cached, Engine, EngineConfig, GuestKind, Limits, NotResettable,
+    AllowedHosts, ArtifactCache, Cached, Engine, EngineConfig, GuestKind, Limits, NotResettable,
+    OutboundPolicy,
 };
 use percore_rt::notify::Notifier;
 use serde_json::{Value, json};
@@ -243,6 +244,19 @@ impl Plane {
                     (Some(_), Some(m)) => m.saturating_mul(1 << 20),
                     _ => 0,
                 },
+                outbound: Arc::new(OutboundPolicy {
+                    // Checked when deployed; a stored list that no longer parses allows nothing.
+                    allowed: AllowedHosts::parse(&doc.allowed_outbound_hosts).unwrap_or_default(),
+                    timeout: l
+                        .outbound_timeout_ms
+                        .map_or(d.outbound.timeout, Duration::from_millis),
+                    max_per_request: l
+                        .max_outbound_per_request
+                        .unwrap_or(d.outbound.max_per_request),
+                    max_response_bytes: l
+                        .max_outbound_response_mb
+                        .map_or(d.outbound.max_response_bytes, |m| m.saturating_mul(1 << 20)),
+                }),
                 ..d.clone()
             },
             l.max_instances_per_core
@@ -419,10 +433,13 @@ impl Plane {
             routes,
             config: request.config,
             limits: request.limits,
+            allowed_outbound_hosts: request.allowed_outbound_hosts,
             kind: None,
             oci: None,
         };
         check_limits(&doc.limits)?;
+        percore_engine::AllowedHosts::parse(&doc.allowed_outbound_hosts)
+            .map_err(|e| fail(400, e.to_string()))?;
         if doc.limits.coredump_mb.is_some() && self.coredumps.is_none() {
             return Err(fail(
                 400,

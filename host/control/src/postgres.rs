@@ -22,12 +22,18 @@ CREATE TABLE IF NOT EXISTS invocations (
     cold_starts INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS invocations_by_deployment ON invocations (deployment, start_unix_us);
+ALTER TABLE invocations ADD COLUMN IF NOT EXISTS outbound_requests INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE invocations ADD COLUMN IF NOT EXISTS outbound_bytes_out BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE invocations ADD COLUMN IF NOT EXISTS outbound_bytes_in BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE invocations ADD COLUMN IF NOT EXISTS outbound_wait_us BIGINT NOT NULL DEFAULT 0;
 ";
 
 const INSERT: &str = "INSERT INTO invocations (request_id, deployment, start_unix_us, \
-    duration_us, status, fault, cpu_us, bytes_in, bytes_out, requests, cold_starts) \
+    duration_us, status, fault, cpu_us, bytes_in, bytes_out, requests, cold_starts, \
+    outbound_requests, outbound_bytes_out, outbound_bytes_in, outbound_wait_us) \
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int4[], \
-    $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int4[], $11::int4[])";
+    $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int4[], $11::int4[], $12::int4[], \
+    $13::int8[], $14::int8[], $15::int8[])";
 
 /// A connection to the invocation log's PostgreSQL database.
 pub struct Postgres {
@@ -109,6 +115,10 @@ impl LogSink for Postgres {
         let bytes_out: Vec<i64> = rows.iter().map(|r| r.bytes_out as i64).collect();
         let requests: Vec<i32> = rows.iter().map(|r| r.requests as i32).collect();
         let cold: Vec<i32> = rows.iter().map(|r| r.cold_starts as i32).collect();
+        let out_requests: Vec<i32> = rows.iter().map(|r| r.outbound.requests as i32).collect();
+        let out_bytes_out: Vec<i64> = rows.iter().map(|r| r.outbound.bytes_out as i64).collect();
+        let out_bytes_in: Vec<i64> = rows.iter().map(|r| r.outbound.bytes_in as i64).collect();
+        let out_wait: Vec<i64> = rows.iter().map(|r| r.outbound.wait_us as i64).collect();
         let result = client.execute(
             &*insert,
             &[
@@ -123,6 +133,10 @@ impl LogSink for Postgres {
                 &bytes_out,
                 &requests,
                 &cold,
+                &out_requests,
+                &out_bytes_out,
+                &out_bytes_in,
+                &out_wait,
             ],
         );
         match result {

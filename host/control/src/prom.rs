@@ -137,6 +137,26 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
             "Requests that needed a new instance, per deployment.",
             |dm| dm.cold_starts as f64,
         ),
+        (
+            "percore_outbound_requests_total",
+            "Outbound HTTP requests guests made, per deployment.",
+            |dm| f64::from(dm.outbound.requests),
+        ),
+        (
+            "percore_outbound_sent_bytes_total",
+            "Bytes of outbound HTTP requests sent (paths and bodies), per deployment.",
+            |dm| dm.outbound.bytes_out as f64,
+        ),
+        (
+            "percore_outbound_received_bytes_total",
+            "Bytes of outbound HTTP responses received, per deployment.",
+            |dm| dm.outbound.bytes_in as f64,
+        ),
+        (
+            "percore_outbound_wait_seconds_total",
+            "Time guests waited for outbound HTTP responses, per deployment.",
+            |dm| dm.outbound.wait_us as f64 / 1e6,
+        ),
     ] {
         out.family(metric, "counter", help);
         for (name, dm) in &d {
@@ -145,7 +165,32 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
     }
 
     type Family = (&'static str, &'static str, fn(&Counters) -> u64);
-    let per_core: [Family; 18] = [
+    let per_core: [Family; 23] = [
+        (
+            "percore_core_outbound_requests_total",
+            "Outbound HTTP requests guests made (allowed or not), per core.",
+            |c| c.outbound_requests,
+        ),
+        (
+            "percore_core_outbound_errors_total",
+            "Outbound HTTP requests that got no response (denied, DNS, connect, timeout, too large, protocol, too many), per core.",
+            |c| c.outbound_errors,
+        ),
+        (
+            "percore_core_outbound_connections_total",
+            "Outbound connections opened, per core.",
+            |c| c.outbound_connections,
+        ),
+        (
+            "percore_core_outbound_reused_total",
+            "Outbound requests sent on a kept-alive connection, per core.",
+            |c| c.outbound_reused,
+        ),
+        (
+            "percore_core_outbound_refused_total",
+            "Outbound requests refused because the core had too many in flight, per core.",
+            |c| c.outbound_refused,
+        ),
         (
             "percore_core_bodies_streamed_total",
             "Request bodies received straight into guest memory, per core.",
@@ -239,6 +284,24 @@ pub fn render(m: &Metrics, deployments: usize) -> String {
     ];
     for (metric, help, get) in per_core {
         out.family(metric, "counter", help);
+        for (core, c) in &m.cores {
+            out.sample(metric, &[("core", &core.to_string())], get(c));
+        }
+    }
+    let per_core_gauges: [Family; 2] = [
+        (
+            "percore_core_calls_in_flight",
+            "Guest calls in flight (yielded or waiting), per core, as of its last tick.",
+            |c| c.calls_in_flight,
+        ),
+        (
+            "percore_core_outbound_in_flight",
+            "Outbound HTTP requests in flight, per core, as of its last tick.",
+            |c| c.outbound_in_flight,
+        ),
+    ];
+    for (metric, help, get) in per_core_gauges {
+        out.family(metric, "gauge", help);
         for (core, c) in &m.cores {
             out.sample(metric, &[("core", &core.to_string())], get(c));
         }

@@ -42,6 +42,15 @@ pub struct LimitsDoc {
     /// no core dumps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coredump_mb: Option<usize>,
+    /// Longest wait for one outbound HTTP response, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_timeout_ms: Option<u64>,
+    /// Outbound HTTP requests one incoming request may make.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_outbound_per_request: Option<u32>,
+    /// Largest outbound HTTP response body, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_outbound_response_mb: Option<usize>,
 }
 
 /// What a deployment is, apart from its component.
@@ -56,6 +65,9 @@ pub struct DeploymentDoc {
     /// Limits.
     #[serde(default)]
     pub limits: LimitsDoc,
+    /// Origins the guest may send HTTP requests to (Spin's syntax; none when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_outbound_hosts: Vec<String>,
     /// The kind of guest found at deploy (`edge`, `wasi-http@0.2`, `cgi`, `bare`); absent in
     /// rows written before kinds existed, which are all `edge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,6 +137,8 @@ pub struct LogRow {
     pub requests: u32,
     /// Of those, new instances.
     pub cold_starts: u32,
+    /// The guest's outbound HTTP requests.
+    pub outbound: percore_dataplane::OutboundUse,
 }
 
 const SCHEMA: &str = "
@@ -150,10 +164,23 @@ CREATE TABLE IF NOT EXISTS invocations (
     bytes_in INTEGER NOT NULL,
     bytes_out INTEGER NOT NULL,
     requests INTEGER NOT NULL,
-    cold_starts INTEGER NOT NULL
+    cold_starts INTEGER NOT NULL,
+    outbound_requests INTEGER NOT NULL DEFAULT 0,
+    outbound_bytes_out INTEGER NOT NULL DEFAULT 0,
+    outbound_bytes_in INTEGER NOT NULL DEFAULT 0,
+    outbound_wait_us INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS invocations_by_deployment ON invocations (deployment, start_unix_us);
 ";
+
+/// Columns added to `invocations` after its first release: added to an older database when
+/// it is opened.
+pub(crate) const ADDED_COLUMNS: [&str; 4] = [
+    "outbound_requests",
+    "outbound_bytes_out",
+    "outbound_bytes_in",
+    "outbound_wait_us",
+];
 
 /// Ids of API deployments start here; deployments from the configuration file use 0, 1, ...
 pub const FIRST_ID: u32 = 1 << 20;
@@ -206,6 +233,7 @@ impl Store {
                 })?;
             store.conn.pragma_update(None, "synchronous", "NORMAL")?;
             store.conn.execute_batch(SCHEMA)?;
+            store.add_missing_columns()?;
             // Prove that the file takes writes now rather than at the first deploy.
             store
                 .conn
@@ -295,6 +323,7 @@ impl Store {
                             routes: Vec::new(),
                             config: Default::default(),
                             limits: Default::default(),
+                            allowed_outbound_hosts: Vec::new(),
                             kind: None,
                             oci: None,
                         },
@@ -399,6 +428,24 @@ impl Store {
     }
 
     /// Append rows to the invocation log in one transaction.
+    /// Add the columns an older database's `invocations` lacks (see [`ADDED_COLUMNS`]).
+    fn add_missing_columns(&self) -> rusqlite::Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM pragma_table_info('invocations')")?;
+        let have: Vec<String> = stmt
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for column in ADDED_COLUMNS {
+            if !have.iter().any(|c| c == column) {
+                self.conn.execute_batch(&format!(
+                    "ALTER TABLE invocations ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0"
+                ))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn append_log(&mut self, rows: &[LogRow]) -> Result<(), Error> {
         if rows.is_empty() {
             return Ok(());
@@ -414,8 +461,9 @@ impl Store {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT INTO invocations (request_id, deployment, start_unix_us, duration_us, \
-                     status, fault, cpu_us, bytes_in, bytes_out, requests, cold_starts) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     status, fault, cpu_us, bytes_in, bytes_out, requests, cold_starts, \
+                     outbound_requests, outbound_bytes_out, outbound_bytes_in, outbound_wait_us) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )
                 .map_err(|e| db_error(&path, e))?;
             for r in rows {
@@ -430,7 +478,11 @@ impl Store {
                     r.bytes_in as i64,
                     r.bytes_out as i64,
                     r.requests,
-                    r.cold_starts
+                    r.cold_starts,
+                    r.outbound.requests,
+                    r.outbound.bytes_out as i64,
+                    r.outbound.bytes_in as i64,
+                    r.outbound.wait_us as i64
                 ])
                 .map_err(|e| db_error(&path, e))?;
             }
@@ -451,6 +503,7 @@ mod tests {
             }],
             config: Default::default(),
             limits: LimitsDoc::default(),
+            allowed_outbound_hosts: Vec::new(),
             kind: None,
             oci: None,
         }
@@ -511,6 +564,7 @@ mod tests {
             bytes_out: 20,
             requests: 1,
             cold_starts: 0,
+            outbound: Default::default(),
         };
         let writer = std::thread::spawn(move || {
             for _ in 0..200 {
@@ -525,6 +579,55 @@ mod tests {
         }
         writer.join().unwrap();
         assert_eq!(deployer.deployments().unwrap()[0].version, 200);
+    }
+
+    #[test]
+    fn a_database_from_before_outbound_http_gets_its_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        // The invocation log as the first releases made it.
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE invocations (request_id TEXT NOT NULL, deployment TEXT NOT NULL, \
+             start_unix_us INTEGER NOT NULL, duration_us INTEGER NOT NULL, status INTEGER NOT NULL, \
+             fault TEXT, cpu_us INTEGER NOT NULL, bytes_in INTEGER NOT NULL, \
+             bytes_out INTEGER NOT NULL, requests INTEGER NOT NULL, cold_starts INTEGER NOT NULL); \
+             INSERT INTO invocations VALUES ('c0-1', 'a', 1, 2, 200, NULL, 1, 10, 20, 1, 0);",
+        )
+        .unwrap();
+        drop(old);
+        let mut store = Store::open(&path).unwrap();
+        let mut row = LogRow {
+            request_id: "c0-2".into(),
+            deployment: "a".into(),
+            start_unix_us: 3,
+            duration_us: 4,
+            status: 200,
+            fault: None,
+            cpu_us: 1,
+            bytes_in: 10,
+            bytes_out: 20,
+            requests: 1,
+            cold_starts: 0,
+            outbound: Default::default(),
+        };
+        row.outbound.requests = 2;
+        row.outbound.bytes_in = 300;
+        row.outbound.wait_us = 1500;
+        store.append_log(&[row]).unwrap();
+        let sums: (i64, i64, i64, i64) = store
+            .conn
+            .query_row(
+                "SELECT count(*), sum(outbound_requests), sum(outbound_bytes_in), \
+                 sum(outbound_wait_us) FROM invocations",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(sums, (2, 2, 300, 1500));
+        // Opening it again finds the columns there.
+        drop(store);
+        Store::open(&path).unwrap();
     }
 
     #[test]

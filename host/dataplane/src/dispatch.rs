@@ -511,6 +511,7 @@ impl Dispatch {
             bytes_out: done.bytes_out,
             requests: 1,
             cold_starts: u32::from(outcome.cold),
+            outbound: outcome.outbound,
         });
         if let Some(dump) = done.coredump {
             self.meter.report(Report::CoreDump {

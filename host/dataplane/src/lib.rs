@@ -28,7 +28,8 @@ mod shard;
 pub use backend::describe_instances;
 pub use counters::{Counters, LATENCY_BUCKETS_US};
 pub use link::{
-    ApplyError, COMMAND_QUEUE, Command, CoreLink, InvocationRecord, RECORD_QUEUE, Ready, Report,
+    ApplyError, COMMAND_QUEUE, Command, CoreLink, InvocationRecord, OutboundUse, RECORD_QUEUE,
+    Ready, Report,
 };
 #[cfg(feature = "misbehave")]
 pub use misbehave::Misbehaviour;

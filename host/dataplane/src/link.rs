@@ -131,6 +131,42 @@ pub struct InvocationRecord {
     pub requests: u32,
     /// Of those, how many needed a new instance.
     pub cold_starts: u32,
+    /// What the guest's outbound HTTP requests did (summed when aggregated).
+    pub outbound: OutboundUse,
+}
+
+/// The outbound HTTP requests of one invocation (or of several, summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutboundUse {
+    /// Requests the guest made.
+    pub requests: u32,
+    /// Bytes sent (paths and bodies).
+    pub bytes_out: u64,
+    /// Bytes of responses received.
+    pub bytes_in: u64,
+    /// Time spent waiting for responses, µs.
+    pub wait_us: u64,
+}
+
+impl OutboundUse {
+    /// Add `other` into `self`.
+    pub fn add(&mut self, other: &OutboundUse) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.bytes_out += other.bytes_out;
+        self.bytes_in += other.bytes_in;
+        self.wait_us += other.wait_us;
+    }
+}
+
+impl From<percore_engine::OutboundStats> for OutboundUse {
+    fn from(s: percore_engine::OutboundStats) -> Self {
+        Self {
+            requests: s.requests,
+            bytes_out: s.bytes_out,
+            bytes_in: s.bytes_in,
+            wait_us: s.wait.as_micros() as u64,
+        }
+    }
 }
 
 /// The control plane's end of one core's queues.

@@ -86,6 +86,7 @@ impl Meter {
                 sum.bytes_out += record.bytes_out;
                 sum.requests += record.requests;
                 sum.cold_starts += record.cold_starts;
+                sum.outbound.add(&record.outbound);
             }
             None => self.overflow.push(record),
         }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod origin;
+
 /// A guest component built by `cargo build-guests`.
 pub fn guest(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

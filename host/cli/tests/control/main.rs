@@ -27,6 +27,7 @@ mod kinds;
 mod languages;
 mod metrics;
 mod oci;
+mod outbound;
 mod restart;
 mod startup;
 

@@ -159,6 +159,8 @@ impl Suspended {
 
 /// Run a call's first slice. `Ok`: it ended, with what it ran on and its invocation; `Err`: it
 /// yielded or waits, and is in flight; `waker` wakes it.
+// The suspended call is moved once, into the core's table of calls in flight.
+#[allow(clippy::result_large_err)]
 pub(crate) fn first_slice<I>(
     mut call: Running<I>,
     outcome: Outcome,
@@ -184,6 +186,8 @@ pub(crate) struct Outcome {
     pub(crate) cpu_us: u64,
     /// The request needed a new instance (or a component mapped on this core).
     pub(crate) cold: bool,
+    /// What its outbound HTTP requests did.
+    pub(crate) outbound: crate::link::OutboundUse,
 }
 
 impl Backend {
@@ -492,6 +496,7 @@ impl Outcome {
             fault: None,
             cpu_us: 0,
             cold: false,
+            outbound: crate::link::OutboundUse::default(),
         }
     }
 }
@@ -505,6 +510,7 @@ pub(crate) fn settle(
     mut outcome: Outcome,
 ) -> Outcome {
     outcome.cpu_us = invocation.stats.cpu.as_micros() as u64;
+    outcome.outbound = invocation.stats.outbound.into();
     cx.counters.guest_requests += 1;
     cx.counters.request_copies += u64::from(invocation.stats.request_copies);
     cx.counters.request_bytes_copied += invocation.stats.request_bytes_copied as u64;

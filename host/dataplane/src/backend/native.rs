@@ -51,9 +51,7 @@ impl Native {
         }
         Outcome {
             status: 200,
-            fault: None,
-            cpu_us: 0,
-            cold: false,
+            ..Outcome::new()
         }
     }
 }
