@@ -44,8 +44,8 @@ fn a_deployment_allowed_an_origin_fetches_and_is_metered() {
         );
     }
     // Off the list: refused, and counted as an error.
-    let denied = format!("/?url=http://127.0.0.1:1/");
-    assert_eq!(host.request("GET", &denied, None).0, 403);
+    let denied = "/?url=http://127.0.0.1:1/";
+    assert_eq!(host.request("GET", denied, None).0, 403);
 
     // The cores publish their counters at each tick (100 ms).
     let mut stats = serde_json::Value::Null;
