@@ -142,7 +142,7 @@ pub(crate) fn finish(
         request_copies: copies,
         request_bytes_copied: copies as usize * bytes,
         yields: state.clock.yields,
-        outbound: state.outbound_stats,
+        outbound: state.outbound.stats().unwrap_or(state.outbound_stats),
     };
     state.drain_output();
     crate::Invocation {
@@ -160,6 +160,9 @@ pub(crate) fn start_clock(store: &mut Store<HostState>) {
     state.clock = CallClock::started();
     state.slices.reset();
     state.outbound_stats = crate::OutboundStats::default();
+    state
+        .outbound
+        .start_call(state.clock.wall_start + state.limits.wall_deadline);
     store.set_epoch_deadline(1);
 }
 

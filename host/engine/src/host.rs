@@ -8,10 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{
-    Error as HttpError, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks,
-    WasiHttpView,
-};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::Limits;
 use crate::bindings::{self, clocks, config, log, random};
@@ -195,7 +192,8 @@ pub struct HostState {
     p1: Option<WasiP1Ctx>,
     pub(crate) table: ResourceTable,
     http: WasiHttpCtx,
-    outbound: DenyOutbound,
+    /// wasi:http's outgoing requests, through the same client and policy as `fetch`.
+    pub(crate) outbound: crate::outbound::WasiHooks,
     pub(crate) output: SharedOutput,
     pub(crate) memory: MemoryCap,
     pub(crate) limits: Arc<Limits>,
@@ -235,7 +233,7 @@ impl HostState {
             p1: None,
             table,
             http,
-            outbound: DenyOutbound,
+            outbound: crate::outbound::WasiHooks::new(limits.outbound.clone()),
             output,
             memory: MemoryCap {
                 limit: limits.memory_bytes,
@@ -354,32 +352,6 @@ impl WasiHttpView for HostState {
             table: &mut self.table,
             hooks: &mut self.outbound,
         }
-    }
-}
-
-/// Outbound HTTP from a guest: refused until the host has its own client on the core's ring
-/// (a guest calling `outgoing-handler.handle` gets `HTTP-request-denied`).
-#[derive(Debug, Clone, Copy)]
-struct DenyOutbound;
-
-impl WasiHttpHooks for DenyOutbound {
-    fn send_request(
-        &mut self,
-        _request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<WasiBody>,
-                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-                    ),
-                    HttpError,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(HttpError::HttpRequestDenied) })
     }
 }
 

@@ -9,8 +9,12 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::allowed_hosts::{AllowedHosts, Origin, Scheme};
 use crate::bindings::outbound;
@@ -292,6 +296,149 @@ impl HostState {
             Err(_) => self.outbound_stats.errors += 1,
         }
         result
+    }
+}
+
+/// wasi:http's outgoing requests (`outgoing-handler.handle`), sent through the same client
+/// and checked against the same policy as `edge:handler/outbound.fetch`.
+pub(crate) struct WasiHooks {
+    policy: Arc<OutboundPolicy>,
+    /// When the call in progress must end.
+    deadline: Instant,
+    /// What this call's requests did: their futures run outside the store, so it is shared.
+    stats: Arc<Mutex<OutboundStats>>,
+}
+
+impl std::fmt::Debug for WasiHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasiHooks").finish_non_exhaustive()
+    }
+}
+
+/// Largest request body a wasi:http guest may send out.
+const MAX_WASI_REQUEST_BODY: usize = 16 << 20;
+
+impl WasiHooks {
+    pub(crate) fn new(policy: Arc<OutboundPolicy>) -> Self {
+        Self {
+            policy,
+            deadline: Instant::now(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// A call starts that must end by `deadline`.
+    pub(crate) fn start_call(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = OutboundStats::default();
+    }
+
+    /// What this call's requests did, if it made any.
+    pub(crate) fn stats(&self) -> Option<OutboundStats> {
+        let stats = *self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        (stats.requests > 0).then_some(stats)
+    }
+}
+
+type HookFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+
+impl WasiHttpHooks for WasiHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: HookFuture,
+    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, HookFuture), HttpError>> + Send>
+    {
+        let policy = self.policy.clone();
+        let deadline = self.deadline;
+        let stats = self.stats.clone();
+        let over = {
+            let mut stats = stats.lock().unwrap_or_else(|p| p.into_inner());
+            stats.requests += 1;
+            stats.requests > policy.max_per_request
+        };
+        Box::new(async move {
+            let result = if over {
+                Err(OutboundError::TooMany)
+            } else {
+                wasi_fetch(request, &policy, deadline, &stats).await
+            };
+            let response = result.map_err(|e| {
+                stats.lock().unwrap_or_else(|p| p.into_inner()).errors += 1;
+                wasi_error(e)
+            })?;
+            let mut builder = http::Response::builder().status(response.status);
+            for (name, value) in &response.headers {
+                builder = builder.header(name.as_str(), value.as_slice());
+            }
+            let body = Full::new(Bytes::from(response.body))
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let response = builder
+                .body(body)
+                .map_err(|_| HttpError::HttpProtocolError)?;
+            Ok((response, Box::new(async { Ok(()) }) as HookFuture))
+        })
+    }
+}
+
+/// Check and send a wasi:http request; count what it did.
+async fn wasi_fetch(
+    request: http::Request<WasiBody>,
+    policy: &OutboundPolicy,
+    deadline: Instant,
+    stats: &Mutex<OutboundStats>,
+) -> Result<OutboundResponse, OutboundError> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_WASI_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(e) => {
+            return Err(OutboundError::InvalidRequest(format!(
+                "the request body could not be read (at most {MAX_WASI_REQUEST_BODY} bytes): {e}"
+            )));
+        }
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect();
+    let url = parts.uri.to_string();
+    let request = check_request(
+        parts.method.as_str().to_owned(),
+        &url,
+        headers,
+        body,
+        policy,
+        deadline,
+    )?;
+    let sent = (request.body.len() + request.path_and_query.len()) as u64;
+    let started = Instant::now();
+    let result = fetch_on_this_thread(request).await;
+    let mut stats = stats.lock().unwrap_or_else(|p| p.into_inner());
+    stats.wait += started.elapsed();
+    if let Ok(response) = &result {
+        stats.bytes_out += sent;
+        stats.bytes_in += response.wire_bytes;
+    }
+    result
+}
+
+/// The wasi:http error code for an outbound error.
+fn wasi_error(e: OutboundError) -> HttpError {
+    match e {
+        OutboundError::InvalidRequest(_) => HttpError::HttpRequestUriInvalid,
+        OutboundError::Denied(_) | OutboundError::Unavailable => HttpError::HttpRequestDenied,
+        OutboundError::Dns(message) => HttpError::DnsError {
+            rcode: Some(message),
+            info_code: None,
+        },
+        OutboundError::Connect(_) => HttpError::ConnectionRefused,
+        OutboundError::Timeout => HttpError::HttpResponseTimeout,
+        OutboundError::TooLarge => HttpError::HttpResponseBodySize(None),
+        OutboundError::Protocol(_) => HttpError::HttpProtocolError,
+        OutboundError::TooMany => HttpError::ConnectionLimitReached,
     }
 }
 

@@ -123,7 +123,7 @@ fn provides(kind: GuestKind) -> &'static str {
              and WASI 0.2 with no files, environment or network"
         }
         GuestKind::HttpP2 => {
-            "WASI 0.2 (wasi:http@0.2 with outbound requests denied, no files or sockets)"
+            "WASI 0.2 (wasi:http@0.2, outbound requests as the deployment's allowed_outbound_hosts allows; no files or sockets)"
         }
         GuestKind::HttpP3 => "WASI 0.2 and 0.3 (wasi:http, no files or sockets)",
         GuestKind::Cgi => "WASI 0.2 with stdin, stdout, arguments and environment, no files",

@@ -97,6 +97,41 @@ impl wasi::exports::http::incoming_handler::Guest for Probe {
     }
 }
 
+/// GET `url` with `wasi:http/outgoing-handler`: the status and the whole body, or the error.
+fn fetch(url: &str) -> Result<(u16, Vec<u8>), String> {
+    use wasi::http::types::{OutgoingRequest, Scheme};
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (Scheme::Http, rest),
+        Some(("https", rest)) => (Scheme::Https, rest),
+        _ => return Err(format!("not an http URL: {url}")),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, "/"),
+    };
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_method(&Method::Get);
+    let _ = request.set_scheme(Some(&scheme));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some(path));
+    let future =
+        wasi::http::outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    future.subscribe().block();
+    let response = match future.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(format!("{code:?}")),
+        _ => return Err("no response".into()),
+    };
+    let status = response.status();
+    let body = response.consume().map_err(|()| "no body".to_owned())?;
+    let mut bytes = Vec::new();
+    {
+        let mut stream = body.stream().map_err(|()| "no body stream".to_owned())?;
+        stream.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    }
+    Ok((status, bytes))
+}
+
 /// The `wasi-http` role: answers only a wasi:http guest can get wrong.
 fn misbehave(incoming: IncomingRequest, out: ResponseOutparam) {
     let path = incoming.path_with_query().unwrap_or_default();
@@ -120,6 +155,24 @@ fn misbehave(incoming: IncomingRequest, out: ResponseOutparam) {
                 drop(stream);
             }
             std::mem::forget(body);
+        }
+        // `fetch?url=http://host:port/path`: an outgoing request through `outgoing-handler`,
+        // answered with the origin's status and body, or 502 and the error code.
+        "fetch" => {
+            let url = path.split_once("url=").map_or("", |(_, u)| u).to_owned();
+            let response = match fetch(&url) {
+                Ok((status, body)) => Response {
+                    status,
+                    headers: vec![("x-origin".into(), b"yes".to_vec())],
+                    body,
+                },
+                Err(error) => Response {
+                    status: 502,
+                    headers: Vec::new(),
+                    body: error.into_bytes(),
+                },
+            };
+            send(response, out);
         }
         // Answer with an error code instead of a response.
         "error-code" => ResponseOutparam::set(

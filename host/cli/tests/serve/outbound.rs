@@ -202,3 +202,26 @@ fn calls_waiting_for_an_origin_sleep_and_leave_their_core_to_others() {
     assert!(server.terminate().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn wasi_http_guests_send_through_the_same_client_and_policy() {
+    let origin = Origin::start();
+    let extra = format!(
+        "allowed_outbound_hosts = [\"http://{}\"]\nconfig = {{ PROBE_ROLE = \"wasi-http\" }}",
+        origin.addr
+    );
+    let (server, dir) = serve_one_core("fetch-wasi", &deployment("p", "probe-http", "/p", &extra));
+    let url = format!("/p/fetch?url={}", origin.url("/hello"));
+    assert_eq!(get(server.addr, &url), (200, b"from origin\n".to_vec()));
+    let url = format!("/p/fetch?url={}", origin.url("/chunked"));
+    assert_eq!(get(server.addr, &url), (200, b"hello world".to_vec()));
+    let (status, body) = get(server.addr, "/p/fetch?url=http://127.0.0.1:1/");
+    assert_eq!(status, 502);
+    assert!(
+        String::from_utf8_lossy(&body).contains("HttpRequestDenied"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
