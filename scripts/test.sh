@@ -19,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash scripts/install-test-tools.sh
-echo "curl, kill, wrk, PostgreSQL, docker-registry, htpasswd, haproxy and ip present"
+echo "curl, kill, wrk, PostgreSQL, docker-registry, htpasswd, haproxy, ip and openssl present"
 
 step "guest toolchain"
 bash scripts/setup-guest-toolchain.sh

@@ -58,6 +58,10 @@ pub struct Args {
     /// Use a kernel submission-polling thread per ring (io_uring SQPOLL).
     #[arg(long)]
     sqpoll: bool,
+    /// A PEM file of CA certificates that guests' outbound `https` requests trust besides the
+    /// system's (a private CA). In a configuration file: `[outbound] ca_file`.
+    #[arg(long, value_name = "PEM")]
+    outbound_ca_file: Option<PathBuf>,
     /// Components one core keeps mapped (least recently used ones are unmapped past this and
     /// mapped again from their artifact on their next request).
     #[arg(long, value_name = "N")]
@@ -223,6 +227,23 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
     if let Some(t) = outbound.idle_timeout {
         config.outbound.idle_timeout = t;
     }
+    if let Some(file) = &outbound.ca_file {
+        let file = base.join(file);
+        if !file.is_file() {
+            bail!(
+                "{}: [outbound] ca_file {} is not a file",
+                path.display(),
+                file.display()
+            );
+        }
+        config.outbound.ca_file = Some(file);
+    }
+    if let Some(file) = &args.outbound_ca_file {
+        if !file.is_file() {
+            bail!("--outbound-ca-file {} is not a file", file.display());
+        }
+        config.outbound.ca_file = Some(file.clone());
+    }
     let calls = &file.calls;
     if let Some(t) = calls.time_slice {
         config.calls.time_slice = t;
@@ -374,6 +395,12 @@ fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
     config.sqpoll = args.sqpoll;
     if args.portable {
         config.input = InputPreference::Portable;
+    }
+    if let Some(file) = &args.outbound_ca_file {
+        if !file.is_file() {
+            bail!("--outbound-ca-file {} is not a file", file.display());
+        }
+        config.outbound.ca_file = Some(file.clone());
     }
     Ok(config)
 }

@@ -59,6 +59,9 @@ pub struct Outbound {
     pub max_idle_per_origin: Option<usize>,
     /// `idle_timeout_ms`: how long an idle keep-alive connection is kept.
     pub idle_timeout: Option<Duration>,
+    /// `ca_file`: a PEM file of CA certificates trusted for `https` origins besides the
+    /// system's, as written (relative to the configuration file).
+    pub ca_file: Option<String>,
 }
 
 /// `[calls]`: how guest calls share a core, in the units the host uses.
@@ -160,6 +163,7 @@ struct FileOutbound {
     max_in_flight_per_core: Option<usize>,
     max_idle_per_origin: Option<usize>,
     idle_timeout_ms: Option<u64>,
+    ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -397,6 +401,7 @@ fn outbound(o: FileOutbound) -> Result<Outbound, String> {
             .map(|ms| limit::millis("idle_timeout_ms", ms))
             .transpose()
             .map_err(|e| e.to_string())?,
+        ca_file: o.ca_file,
     })
 }
 

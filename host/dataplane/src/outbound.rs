@@ -11,16 +11,20 @@
 //! ([`percore_engine::check_request`]); what arrives here is allowed.
 
 pub(crate) mod client;
+mod head;
+mod link;
 pub(crate) mod reactor;
 pub(crate) mod resolve;
+mod tls;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use percore_engine::{OutboundClient, OutboundFuture, OutboundRequest};
 
-/// Limits of one core's outbound client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Settings of each core's outbound client.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboundLimits {
     /// Outbound requests one core has in flight at once; past that, `too-many`.
     pub max_in_flight_per_core: usize,
@@ -28,6 +32,8 @@ pub struct OutboundLimits {
     pub max_idle_per_origin: usize,
     /// How long an idle keep-alive connection is kept.
     pub idle_timeout: Duration,
+    /// A PEM file of CA certificates trusted for `https` origins besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for OutboundLimits {
@@ -36,6 +42,7 @@ impl Default for OutboundLimits {
             max_in_flight_per_core: 16384,
             max_idle_per_origin: 64,
             idle_timeout: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 }
@@ -51,8 +58,12 @@ impl OutboundClient for ShardClient {
 }
 
 /// Give this thread (a shard) its outbound reactor and make the engine use it.
-pub(crate) fn install(limits: OutboundLimits) {
-    reactor::install(limits);
+pub(crate) fn install(limits: &OutboundLimits) {
+    let tls = tls::client_config(limits.ca_file.as_deref());
+    if let Err(e) = &tls {
+        tracing::error!("https origins will be refused: {e}");
+    }
+    reactor::install(limits.clone(), tls);
     percore_engine::set_thread_client(Some(Arc::new(ShardClient)));
 }
 

@@ -97,7 +97,7 @@ impl Shard {
             "shard running"
         );
         self.dispatch.bind_thread();
-        outbound::install(self.config.outbound);
+        outbound::install(&self.config.outbound);
         let mut events = Vec::with_capacity(256);
         let mut drain_started = None;
         loop {

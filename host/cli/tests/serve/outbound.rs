@@ -225,3 +225,152 @@ fn wasi_http_guests_send_through_the_same_client_and_policy() {
     assert!(server.terminate().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Run openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`NAME-ca.pem`) and a certificate for 127.0.0.1 signed by it (`NAME.pem`,
+/// `NAME.key`), in `dir`.
+fn certificate(dir: &std::path::Path, name: &str) {
+    let ca = format!("{name}-ca");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+/// `openssl s_server` serving the files of `dir` over TLS with certificate `name`.
+struct TlsOrigin {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl TlsOrigin {
+    fn start(dir: &std::path::Path, name: &str) -> Self {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let child = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-WWW",
+                "-accept",
+                &addr.to_string(),
+                "-cert",
+                &format!("{name}.pem"),
+                "-key",
+                &format!("{name}.key"),
+            ])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        for _ in 0..100 {
+            if TcpStream::connect(addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, addr }
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_origins_are_reached_through_tls_and_untrusted_ones_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    certificate(dir.path(), "trusted");
+    certificate(dir.path(), "stranger");
+    std::fs::write(dir.path().join("hello.txt"), "hello over tls\n").unwrap();
+    let trusted = TlsOrigin::start(dir.path(), "trusted");
+    let stranger = TlsOrigin::start(dir.path(), "stranger");
+    let ca = dir.path().join("trusted-ca.pem");
+    let body = format!("[outbound]\nca_file = \"{}\"\n", ca.display())
+        + &deployment(
+            "fetch",
+            "fetch",
+            "/",
+            "allowed_outbound_hosts = [\"https://127.0.0.1:*\"]",
+        );
+    let (server, conf) = serve_one_core("fetch-tls", &body);
+    let url = format!("/?url=https://{}/hello.txt", trusted.addr);
+    assert_eq!(get(server.addr, &url), (200, b"hello over tls\n".to_vec()));
+    // Twice: the origin closes after each answer, so each is a new handshake.
+    assert_eq!(get(server.addr, &url), (200, b"hello over tls\n".to_vec()));
+    let url = format!("/?url=https://{}/hello.txt", stranger.addr);
+    let (status, error, body) = request(server.addr, "GET", &url, "");
+    assert_eq!((status, error.as_str()), (502, "connect"), "{body}");
+    assert!(body.contains("certificate"), "{body}");
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&conf);
+}

@@ -1,5 +1,6 @@
 //! One outbound HTTP/1.1 request and its whole response, over a connection of the core's
-//! reactor: a kept-alive one to the same origin if there is one, else a new one.
+//! reactor: a kept-alive one to the same origin if there is one, else a new one; TLS for
+//! `https` origins.
 
 use std::future::Future;
 use std::io;
@@ -10,24 +11,20 @@ use std::time::Instant;
 
 use percore_engine::{Origin, OutboundError, OutboundRequest, OutboundResponse, Scheme};
 use percore_http::ChunkedDecoder;
+use rustls::ClientConnection;
 
+use super::head::{Framing, parse_head};
+use super::link::Link;
 use super::reactor::{self, Done, Op};
 use super::resolve;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 << 10;
-/// Most response header fields accepted.
-const MAX_FIELDS: usize = 128;
 /// Bytes asked of the kernel per receive.
-const READ_SIZE: usize = 16 << 10;
+pub(super) const READ_SIZE: usize = 16 << 10;
 
 /// Send `request` and read its response.
 pub(crate) async fn fetch(request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
-    if request.origin.scheme == Scheme::Https {
-        return Err(OutboundError::Connect(
-            "https is not supported by this host yet (no TLS client): use http".into(),
-        ));
-    }
     let _slot = InFlight::take()?;
     let addrs = resolve::resolve(&request.origin, request.deadline).await?;
     let mut wire = Some(encode(&request));
@@ -39,9 +36,12 @@ pub(crate) async fn fetch(request: OutboundRequest) -> Result<OutboundResponse, 
     loop {
         let idle = reactor::with(|r| r.take_idle(&request.origin, Instant::now())).flatten();
         let reused = idle.is_some();
-        let stream = match idle {
-            Some(token) => Stream { token, kept: false },
-            None => connect(&addrs, request.deadline).await?,
+        let mut link = match idle {
+            Some((token, tls)) => Link {
+                stream: Stream { token, kept: false },
+                tls,
+            },
+            None => connect(&request.origin, &addrs, request.deadline).await?,
         };
         // A request on a kept-alive connection may be sent again on a new one.
         let Some(this) = (if reused { wire.clone() } else { wire.take() }) else {
@@ -49,10 +49,10 @@ pub(crate) async fn fetch(request: OutboundRequest) -> Result<OutboundResponse, 
                 "the request could not be sent".into(),
             ));
         };
-        match exchange(&stream, this, is_head, &request).await {
+        match exchange(&mut link, this, is_head, &request).await {
             Ok((response, keep_alive)) => {
                 if keep_alive {
-                    stream.keep(&request.origin);
+                    link.keep(&request.origin);
                 }
                 return Ok(response);
             }
@@ -69,7 +69,7 @@ pub(crate) async fn fetch(request: OutboundRequest) -> Result<OutboundResponse, 
 }
 
 /// Why an exchange failed.
-enum Failure {
+pub(super) enum Failure {
     /// The connection was closed before any byte of a response (a stale kept-alive one).
     Stale,
     Error(OutboundError),
@@ -110,17 +110,12 @@ impl Drop for InFlight {
 }
 
 /// A connection this request holds: closed when dropped, unless kept alive for the next.
-struct Stream {
-    token: u32,
-    kept: bool,
+pub(super) struct Stream {
+    pub(super) token: u32,
+    pub(super) kept: bool,
 }
 
 impl Stream {
-    fn keep(mut self, origin: &Origin) {
-        self.kept = true;
-        reactor::with(|r| r.put_idle(origin, self.token, Instant::now()));
-    }
-
     /// Run `op` and wait for its completion (or the deadline).
     async fn run(&self, op: Op, deadline: Instant) -> Result<Done, OutboundError> {
         reactor::with(|r| r.start(self.token, op)).ok_or(OutboundError::Unavailable)?;
@@ -130,6 +125,57 @@ impl Stream {
             timer: false,
         }
         .await
+    }
+
+    /// Send all of `buf`. `Err(Stale)`: the peer had closed before anything was sent.
+    pub(super) async fn send_all(
+        &self,
+        mut buf: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let mut offset = 0;
+        while offset < buf.len() {
+            match self.run(Op::Send(buf, offset), deadline).await? {
+                Done::Sent(Ok(n), back) if n > 0 => {
+                    buf = back;
+                    offset += n;
+                }
+                Done::Sent(Err(e), _) if offset == 0 && is_reset(&e) => return Err(Failure::Stale),
+                Done::Sent(Err(e), _) | Done::Connected(Err(e)) | Done::Received(Err(e), _) => {
+                    return Err(OutboundError::Protocol(format!(
+                        "sending the request failed: {e}"
+                    ))
+                    .into());
+                }
+                _ => {
+                    return Err(OutboundError::Protocol("sending the request failed".into()).into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Receive up to `want` more bytes onto `data`: how many (0: the peer closed its side).
+    pub(super) async fn recv(
+        &self,
+        data: &mut Vec<u8>,
+        want: usize,
+        deadline: Instant,
+    ) -> Result<usize, io::Error> {
+        let mut buf = std::mem::take(data);
+        buf.reserve(want);
+        match self.run(Op::Recv(buf), deadline).await {
+            Ok(Done::Received(Ok(n), back)) => {
+                *data = back;
+                Ok(n)
+            }
+            Ok(Done::Received(Err(e), _) | Done::Sent(Err(e), _) | Done::Connected(Err(e))) => {
+                Err(e)
+            }
+            Ok(_) => Err(io::ErrorKind::InvalidData.into()),
+            Err(OutboundError::Timeout) => Err(io::ErrorKind::TimedOut.into()),
+            Err(_) => Err(io::ErrorKind::NotConnected.into()),
+        }
     }
 }
 
@@ -174,8 +220,26 @@ impl Future for Wait {
     }
 }
 
-/// A new connection to the first of `addrs` that accepts one.
-async fn connect(addrs: &[SocketAddr], deadline: Instant) -> Result<Stream, OutboundError> {
+/// A new connection to the first of `addrs` that accepts one; a TLS session begun for
+/// `https` (its handshake goes out with the request).
+async fn connect(
+    origin: &Origin,
+    addrs: &[SocketAddr],
+    deadline: Instant,
+) -> Result<Link, OutboundError> {
+    let tls = match origin.scheme {
+        Scheme::Http => None,
+        Scheme::Https => {
+            let config = reactor::with(|r| r.tls.clone())
+                .ok_or(OutboundError::Unavailable)?
+                .map_err(|e| OutboundError::Connect(format!("TLS is not available: {e}")))?;
+            let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
+                .map_err(|e| OutboundError::InvalidRequest(format!("TLS server name: {e}")))?;
+            let session = ClientConnection::new(config, name)
+                .map_err(|e| OutboundError::Connect(format!("TLS: {e}")))?;
+            Some(Box::new(session))
+        }
+    };
     let mut last = None;
     for addr in addrs {
         let token = reactor::with(|r| r.open(addr))
@@ -183,7 +247,7 @@ async fn connect(addrs: &[SocketAddr], deadline: Instant) -> Result<Stream, Outb
             .map_err(|e| OutboundError::Connect(format!("cannot open a socket: {e}")))?;
         let stream = Stream { token, kept: false };
         match stream.run(Op::Connect(*addr), deadline).await? {
-            Done::Connected(Ok(())) => return Ok(stream),
+            Done::Connected(Ok(())) => return Ok(Link { stream, tls }),
             Done::Connected(Err(e)) | Done::Sent(Err(e), _) | Done::Received(Err(e), _) => {
                 last = Some(format!("{addr}: {e}"));
             }
@@ -228,36 +292,18 @@ fn encode(request: &OutboundRequest) -> Vec<u8> {
     out
 }
 
-/// Send the request on `stream` and read the response. `Ok(keep_alive)`: the connection may
+/// Send the request on `link` and read the response. `Ok(keep_alive)`: the connection may
 /// carry the next request.
 async fn exchange(
-    stream: &Stream,
+    link: &mut Link,
     wire: Vec<u8>,
     is_head: bool,
     request: &OutboundRequest,
 ) -> Result<(OutboundResponse, bool), Failure> {
     let deadline = request.deadline;
-    let mut buf = wire;
-    let mut offset = 0;
-    while offset < buf.len() {
-        match stream.run(Op::Send(buf, offset), deadline).await? {
-            Done::Sent(Ok(n), back) if n > 0 => {
-                buf = back;
-                offset += n;
-            }
-            Done::Sent(Err(e), _) if offset == 0 && is_reset(&e) => return Err(Failure::Stale),
-            Done::Sent(Err(e), _) | Done::Connected(Err(e)) | Done::Received(Err(e), _) => {
-                return Err(
-                    OutboundError::Protocol(format!("sending the request failed: {e}")).into(),
-                );
-            }
-            _ => {
-                return Err(OutboundError::Protocol("sending the request failed".into()).into());
-            }
-        }
-    }
+    link.send_all(wire, deadline).await?;
     let mut reader = Reader {
-        stream,
+        link,
         deadline,
         data: Vec::with_capacity(READ_SIZE),
         received: 0,
@@ -366,104 +412,16 @@ fn cut_short() -> Failure {
     ))
 }
 
-fn is_reset(e: &io::Error) -> bool {
+pub(super) fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EPIPE | libc::ECONNRESET | libc::ECONNABORTED)
     )
 }
 
-/// How the response body ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked,
-    Close,
-}
-
-type Head = (u16, (Vec<(String, Vec<u8>)>, Framing, bool), usize);
-
-/// The response head in `data`, if whole: status, (fields, framing, `connection: close`) and
-/// its length.
-fn parse_head(data: &[u8]) -> Result<Option<Head>, Failure> {
-    if data.is_empty() {
-        return Ok(None);
-    }
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut response = httparse::Response::new(&mut fields);
-    let head_len = match response.parse(data) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(OutboundError::Protocol(format!(
-                "the response has more than {MAX_FIELDS} header fields"
-            ))
-            .into());
-        }
-        Err(e) => {
-            return Err(OutboundError::Protocol(format!("malformed response head: {e}")).into());
-        }
-    };
-    let status = response.code.unwrap_or(0);
-    let http11 = response.version == Some(1);
-    let mut framing = Framing::Close;
-    let mut close = !http11;
-    let mut headers = Vec::with_capacity(response.headers.len());
-    for field in response.headers.iter() {
-        let name = field.name.to_ascii_lowercase();
-        let value = field.value;
-        match name.as_str() {
-            "content-length" => {
-                let length = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        Failure::Error(OutboundError::Protocol("a bad content-length".into()))
-                    })?;
-                match framing {
-                    Framing::Length(other) if other != length => {
-                        return Err(OutboundError::Protocol(
-                            "content-length fields disagree".into(),
-                        )
-                        .into());
-                    }
-                    Framing::Chunked => {}
-                    _ => framing = Framing::Length(length),
-                }
-            }
-            "transfer-encoding" => {
-                let chunked = value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-                if !chunked {
-                    return Err(OutboundError::Protocol(
-                        "a transfer coding other than chunked".into(),
-                    )
-                    .into());
-                }
-                framing = Framing::Chunked;
-            }
-            "connection" => {
-                for token in value.split(|b| *b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
-                        close = false;
-                    }
-                }
-            }
-            _ => {}
-        }
-        headers.push((name, value.to_vec()));
-    }
-    Ok(Some((status, (headers, framing, close), head_len)))
-}
-
 /// Bytes of the response as they arrive.
-struct Reader<'s> {
-    stream: &'s Stream,
+struct Reader<'l> {
+    link: &'l mut Link,
     deadline: Instant,
     data: Vec<u8>,
     received: usize,
@@ -476,62 +434,11 @@ impl Reader<'_> {
         if self.eof {
             return Ok(false);
         }
-        let mut data = std::mem::take(&mut self.data);
-        data.reserve(want);
-        match self.stream.run(Op::Recv(data), self.deadline).await? {
-            Done::Received(Ok(0), back) => {
-                self.data = back;
-                self.eof = true;
-                Ok(false)
-            }
-            Done::Received(Ok(n), back) => {
-                self.data = back;
-                self.received += n;
-                Ok(true)
-            }
-            Done::Received(Err(e), _) if self.received == 0 && is_reset(&e) => Err(Failure::Stale),
-            Done::Received(Err(e), _) | Done::Sent(Err(e), _) | Done::Connected(Err(e)) => {
-                Err(OutboundError::Protocol(format!("receiving the response failed: {e}")).into())
-            }
-            _ => Err(OutboundError::Protocol("receiving the response failed".into()).into()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heads_give_status_fields_and_framing() {
-        let (status, (headers, framing, close), len) =
-            match parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello") {
-                Ok(Some(head)) => head,
-                _ => panic!("a complete head"),
-            };
-        assert_eq!(
-            (status, framing, close, len),
-            (200, Framing::Length(5), false, 46)
-        );
-        assert_eq!(headers[1], ("x-a".to_owned(), b"b".to_vec()));
-        let chunked = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert!(matches!(
-            chunked,
-            Ok(Some((_, (_, Framing::Chunked, false), _)))
-        ));
-        let old = parse_head(b"HTTP/1.0 200 OK\r\n\r\n");
-        assert!(matches!(old, Ok(Some((_, (_, Framing::Close, true), _)))));
-        assert!(matches!(
-            parse_head(b"HTTP/1.1 200 OK\r\nA: b\r\n"),
-            Ok(None)
-        ));
-        for bad in [
-            &b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"[..],
-            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-            b"SMTP ready\r\n\r\n",
-        ] {
-            assert!(matches!(parse_head(bad), Err(Failure::Error(_))));
-        }
+        let more = self
+            .link
+            .recv(&mut self.data, want, self.deadline, &mut self.received)
+            .await?;
+        self.eof = !more;
+        Ok(more)
     }
 }

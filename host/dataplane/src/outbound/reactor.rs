@@ -15,6 +15,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -27,9 +28,15 @@ thread_local! {
     static REACTOR: RefCell<Option<Reactor>> = const { RefCell::new(None) };
 }
 
-pub(super) fn install(limits: OutboundLimits) {
-    REACTOR.with(|r| *r.borrow_mut() = Some(Reactor::new(limits)));
+pub(super) fn install(limits: OutboundLimits, tls: TlsConfig) {
+    REACTOR.with(|r| *r.borrow_mut() = Some(Reactor::new(limits, tls)));
 }
+
+/// The TLS client configuration, or why there is none.
+pub(crate) type TlsConfig = Result<Arc<rustls::ClientConfig>, String>;
+
+/// The TLS state of a kept-alive `https` connection.
+pub(crate) type Tls = Option<Box<rustls::ClientConnection>>;
 
 pub(super) fn uninstall() {
     let _ = REACTOR.try_with(|r| r.borrow_mut().take());
@@ -125,16 +132,19 @@ pub(crate) struct Reactor {
     cancels: Vec<u32>,
     timers: BinaryHeap<Reverse<Timer>>,
     timer_seq: u64,
-    /// Idle keep-alive connections per origin, with when they went idle.
-    idle: HashMap<Origin, Vec<(u32, Instant)>>,
+    /// Idle keep-alive connections per origin, with their TLS state and when they went idle.
+    idle: HashMap<Origin, Vec<(u32, Tls, Instant)>>,
+    /// For `https` origins.
+    pub(crate) tls: TlsConfig,
     /// Requests in flight on this core.
     pub(crate) in_flight: usize,
     pub(crate) counters: OutCounters,
 }
 
 impl Reactor {
-    fn new(limits: OutboundLimits) -> Self {
+    fn new(limits: OutboundLimits, tls: TlsConfig) -> Self {
         Self {
+            tls,
             limits,
             conns: Vec::new(),
             free: Vec::new(),
@@ -236,14 +246,14 @@ impl Reactor {
     }
 
     /// An idle kept-alive connection to `origin`, if one is fresh enough.
-    pub(crate) fn take_idle(&mut self, origin: &Origin, now: Instant) -> Option<u32> {
+    pub(crate) fn take_idle(&mut self, origin: &Origin, now: Instant) -> Option<(u32, Tls)> {
         let timeout = self.limits.idle_timeout;
         let idle = self.idle.get_mut(origin)?;
         let mut stale = Vec::new();
         let mut found = None;
-        while let Some((token, since)) = idle.pop() {
+        while let Some((token, tls, since)) = idle.pop() {
             if now.duration_since(since) < timeout {
-                found = Some(token);
+                found = Some((token, tls));
                 break;
             }
             stale.push(token);
@@ -259,13 +269,13 @@ impl Reactor {
 
     /// Keep connection `token` for the next request to `origin` (or close it if the pool is
     /// full).
-    pub(crate) fn put_idle(&mut self, origin: &Origin, token: u32, now: Instant) {
+    pub(crate) fn put_idle(&mut self, origin: &Origin, token: u32, tls: Tls, now: Instant) {
         let max = self.limits.max_idle_per_origin;
         let idle = self.idle.entry(origin.clone()).or_default();
         if idle.len() >= max {
             self.close(token);
         } else {
-            idle.push((token, now));
+            idle.push((token, tls, now));
         }
     }
 
@@ -288,7 +298,7 @@ impl Reactor {
         let timeout = self.limits.idle_timeout;
         let mut stale = Vec::new();
         for idle in self.idle.values_mut() {
-            idle.retain(|(token, since)| {
+            idle.retain(|(token, _, since)| {
                 let keep = now.duration_since(*since) < timeout;
                 if !keep {
                     stale.push(*token);
