@@ -171,6 +171,17 @@ impl Conn {
         self.recv = Recv::Ended;
     }
 
+    /// Whether the receive ended while the connection still reads (the kernel ran out of
+    /// provided buffers, or ended the multishot receive): it must be armed again.
+    pub(crate) fn wants_recv(&self) -> bool {
+        self.recv == Recv::Ended && self.life == Life::Open && !self.peer_closed
+    }
+
+    /// The receive was armed again.
+    pub(crate) fn on_recv_armed(&mut self) {
+        self.recv = Recv::Armed;
+    }
+
     /// The socket failed: nothing more can be sent.
     pub(crate) fn on_failed(&mut self) {
         self.life = Life::Broken;

@@ -39,6 +39,9 @@ pub(crate) struct Shard {
     finished: Vec<Finished>,
     /// Connections whose held requests may start now.
     woken: Vec<u32>,
+    /// Connections whose multishot receive ended while they still read (out of provided
+    /// buffers in a burst): armed again once this turn's buffers are given back.
+    rearm: Vec<u32>,
 }
 
 impl Shard {
@@ -63,6 +66,7 @@ impl Shard {
             dirty: Vec::with_capacity(256),
             finished: Vec::new(),
             woken: Vec::new(),
+            rearm: Vec::new(),
         })
     }
 
@@ -134,6 +138,7 @@ impl Shard {
                     self.on_event(&mut ring, event);
                 }
             }
+            self.rearm_receives(&mut ring);
             outbound::reactor::with(|r| r.expire(Instant::now()));
             if self.dispatch.has_runnable() {
                 // Send what this turn answered before the calls in flight run their slices.
@@ -183,6 +188,9 @@ impl Shard {
                 };
                 if !more {
                     conn.on_recv_ended();
+                    if matches!(result, Ok(Some(_))) {
+                        self.rearm.push(token);
+                    }
                 }
                 match result {
                     Ok(Some(lease)) => {
@@ -193,8 +201,9 @@ impl Shard {
                         ring.recycle(lease);
                     }
                     Ok(None) => conn.on_peer_closed(),
-                    // Out of provided buffers: the kernel re-arms nothing, `more` is false.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                    // Out of provided buffers: the kernel re-arms nothing, `more` is false; the
+                    // loop arms it again once this turn's buffers are back.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => self.rearm.push(token),
                     Err(_) => conn.on_failed(),
                 }
                 self.dirty.push(token);
@@ -262,6 +271,26 @@ impl Shard {
                 )
             });
             self.dirty.push(token);
+        }
+    }
+
+    /// Arm the receives that ended while their connections still read.
+    fn rearm_receives(&mut self, ring: &mut Uring) {
+        for token in std::mem::take(&mut self.rearm) {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if !conn.wants_recv() {
+                continue;
+            }
+            match ring.recv_multi(token, conn.stream()) {
+                Ok(()) => conn.on_recv_armed(),
+                Err(e) => {
+                    tracing::warn!(core = self.core, "re-arming a receive: {e}");
+                    conn.on_failed();
+                    self.dirty.push(token);
+                }
+            }
         }
     }
 

@@ -169,6 +169,31 @@ fn thousands_of_idle_connections_do_not_stop_service() {
 }
 
 #[test]
+fn a_burst_of_clients_larger_than_the_receive_buffers_is_answered_whole() {
+    // A core has 1024 provided receive buffers: 3000 requests arriving at once run it out,
+    // and the kernel ends those connections' receives until the core arms them again.
+    let server = Server::start(&["--cores", "1", &guest("hello")]);
+    let mut clients: Vec<TcpStream> = (0..3000)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    for c in &mut clients {
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    }
+    for c in &mut clients {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut raw = Vec::new();
+        c.read_to_end(&mut raw).unwrap();
+        assert!(
+            raw.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
+    assert!(server.terminate().success());
+}
+
+#[test]
 fn clients_that_vanish_mid_request_or_mid_response_harm_nothing() {
     let server = Server::start(&[&guest("hostile")]);
     for _ in 0..50 {
