@@ -7,6 +7,8 @@
 # Lines (server pinned to CPU 0, wrk -t1 -c16 pinned to CPU 1, loopback): `native:hello`, the
 # `hello` guest with reset instances (the default), and with kept instances. Prints every round
 # and each line's mean for both builds. Needs wrk and curl; `cargo build-guests` for hello.wasm.
+# GUEST=PATH runs another hello build (one built against the contract both builds know, when
+# the contract changed between them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -15,6 +17,7 @@ before=$(realpath "$1")
 after=$(realpath "$2")
 rounds=${3:-3}
 seconds=${4:-8}
+guest=$(realpath "${GUEST:-target/guests/hello.wasm}")
 server_cpu=0
 client_cpu=1
 port=18195
@@ -25,8 +28,8 @@ start() { # binary line
     local args
     case "$2" in
     native) args=(native:hello) ;;
-    reset) args=(--instances reset target/guests/hello.wasm) ;;
-    keep) args=(--instances keep target/guests/hello.wasm) ;;
+    reset) args=(--instances reset "$guest") ;;
+    keep) args=(--instances keep "$guest") ;;
     esac
     taskset -c "$server_cpu" "$1" serve --cores 1 --listen "127.0.0.1:$port" "${args[@]}" \
         >/dev/null 2>&1 &
@@ -40,7 +43,7 @@ start() { # binary line
 }
 
 echo "machine: Linux $(uname -r), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ); before: $before; after: $after; $rounds rounds of ${seconds} s"
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ); before: $before; after: $after; $rounds rounds of ${seconds} s; guest $guest"
 declare -A sum
 printf '%-8s %-6s %6s %12s\n' line build round "req/s"
 for round in $(seq "$rounds"); do

@@ -307,6 +307,8 @@ pub(crate) struct WasiHooks {
     deadline: Instant,
     /// What this call's requests did: their futures run outside the store, so it is shared.
     stats: Arc<Mutex<OutboundStats>>,
+    /// A request was made since the last call started (`stats` needs resetting).
+    used: bool,
 }
 
 impl std::fmt::Debug for WasiHooks {
@@ -324,17 +326,23 @@ impl WasiHooks {
             policy,
             deadline: Instant::now(),
             stats: Arc::default(),
+            used: false,
         }
     }
 
     /// A call starts that must end by `deadline`.
     pub(crate) fn start_call(&mut self, deadline: Instant) {
         self.deadline = deadline;
-        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = OutboundStats::default();
+        if std::mem::take(&mut self.used) {
+            *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = OutboundStats::default();
+        }
     }
 
     /// What this call's requests did, if it made any.
     pub(crate) fn stats(&self) -> Option<OutboundStats> {
+        if !self.used {
+            return None;
+        }
         let stats = *self.stats.lock().unwrap_or_else(|p| p.into_inner());
         (stats.requests > 0).then_some(stats)
     }
@@ -353,6 +361,7 @@ impl WasiHttpHooks for WasiHooks {
         let policy = self.policy.clone();
         let deadline = self.deadline;
         let stats = self.stats.clone();
+        self.used = true;
         let over = {
             let mut stats = stats.lock().unwrap_or_else(|p| p.into_inner());
             stats.requests += 1;

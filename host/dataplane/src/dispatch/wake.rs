@@ -12,6 +12,8 @@ use percore_rt::notify::Notifier;
 #[derive(Debug)]
 pub(crate) struct RunList {
     keys: Mutex<Vec<u64>>,
+    /// `keys` is not empty (read without the lock, every turn of the loop).
+    any: AtomicBool,
     /// The core's thread (wakes from it need no notification).
     owner: OnceLock<ThreadId>,
     /// Wakes the core's ring.
@@ -22,6 +24,7 @@ impl RunList {
     pub(crate) fn new(notify: Arc<Notifier>) -> Self {
         Self {
             keys: Mutex::new(Vec::new()),
+            any: AtomicBool::new(false),
             owner: OnceLock::new(),
             notify,
         }
@@ -33,10 +36,11 @@ impl RunList {
     }
 
     fn push(&self, key: u64) {
-        self.keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(key);
+        {
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.push(key);
+            self.any.store(true, Ordering::Release);
+        }
         if self.owner.get() != Some(&std::thread::current().id()) {
             self.notify.notify();
         }
@@ -44,16 +48,17 @@ impl RunList {
 
     /// Move the woken keys into `into` (in the order they were woken).
     pub(crate) fn take(&self, into: &mut Vec<u64>) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         into.append(&mut keys);
+        self.any.store(false, Ordering::Release);
     }
 
     /// Whether a call was woken.
     pub(crate) fn is_empty(&self) -> bool {
-        self.keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        !self.any.load(Ordering::Acquire)
     }
 }
 
