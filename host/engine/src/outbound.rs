@@ -221,6 +221,10 @@ pub fn check_request(
     if host.is_empty() {
         return invalid(format!("`{url}` names no host"));
     }
+    // An address in its one written form (`[0:0::1]` is `::1`), as the allow-list has it.
+    let host = host
+        .parse::<std::net::IpAddr>()
+        .map_or(host, |ip| ip.to_string());
     let origin = Origin {
         scheme,
         host,
@@ -517,6 +521,11 @@ mod tests {
         assert_eq!(ok.origin.port, 8080);
         assert_eq!(ok.headers, vec![("accept".to_owned(), b"*/*".to_vec())]);
         assert!(check("https://API.example.com", &p).is_ok());
+        let v6 = policy(&["http://[::1]:8080"]);
+        assert_eq!(
+            check("http://[0:0::1]:8080/", &v6).unwrap().origin.host,
+            "::1"
+        );
         for (url, kind) in [
             ("http://api.example.com/", "denied"),
             ("https://127.0.0.1/", "denied"),

@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -371,6 +372,100 @@ fn https_origins_are_reached_through_tls_and_untrusted_ones_refused() {
     let (status, error, body) = request(server.addr, "GET", &url, "");
     assert_eq!((status, error.as_str()), (502, "connect"), "{body}");
     assert!(body.contains("certificate"), "{body}");
+    assert!(server.terminate().success());
+    let _ = std::fs::remove_dir_all(&conf);
+}
+
+/// A TLS origin written with rustls: reads a request (its body by `content-length`), answers
+/// with a chunked body made of one 16 KiB chunk, then many small ones (TLS records of mixed
+/// sizes), then the number of request body bytes it read.
+fn rustls_origin(dir: &std::path::Path, name: &str) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(dir.join(format!("{name}.pem")))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().take(16) {
+            let Ok(tcp) = tcp else { continue };
+            let session = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(session, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && tls.read_exact(&mut byte).is_ok() {
+                head.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let length: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            if tls.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let mut out =
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                    .to_vec();
+            let chunk = |data: &[u8], out: &mut Vec<u8>| {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(data);
+                out.extend_from_slice(b"\r\n");
+            };
+            let _ = tls.write_all(&out);
+            out.clear();
+            chunk(&[b'a'; 16 << 10], &mut out);
+            let _ = tls.write_all(&out);
+            for _ in 0..200 {
+                out.clear();
+                chunk(b"bb", &mut out);
+                let _ = tls.write_all(&out);
+            }
+            out.clear();
+            chunk(format!("|{length}").as_bytes(), &mut out);
+            out.extend_from_slice(b"0\r\n\r\n");
+            let _ = tls.write_all(&out);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    addr
+}
+
+#[test]
+fn large_requests_and_responses_cross_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    certificate(dir.path(), "origin");
+    let addr = rustls_origin(dir.path(), "origin");
+    let ca = dir.path().join("origin-ca.pem");
+    let body = format!("[outbound]\nca_file = \"{}\"\n", ca.display())
+        + &deployment(
+            "fetch",
+            "fetch",
+            "/",
+            "allowed_outbound_hosts = [\"https://127.0.0.1:*\"]",
+        );
+    let (server, conf) = serve_one_core("fetch-tls-big", &body);
+    // A 200 KiB request body: more than rustls buffers by default before the handshake ends.
+    let posted = "p".repeat(200 << 10);
+    let url = format!("/?url=https://{addr}/");
+    let (status, error, answer) = request(server.addr, "POST", &url, &posted);
+    assert_eq!((status, error.as_str()), (200, ""), "{answer}");
+    let expected = "a".repeat(16 << 10) + &"bb".repeat(200) + &format!("|{}", 200 << 10);
+    assert_eq!(answer.len(), expected.len());
+    assert!(answer == expected, "the body differs");
     assert!(server.terminate().success());
     let _ = std::fs::remove_dir_all(&conf);
 }

@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use percore_engine::{Origin, OutboundError, OutboundRequest, OutboundResponse, Scheme};
 use percore_http::ChunkedDecoder;
-use rustls::ClientConnection;
 
 use super::head::{Framing, parse_head};
 use super::link::Link;
@@ -37,10 +36,7 @@ pub(crate) async fn fetch(request: OutboundRequest) -> Result<OutboundResponse, 
         let idle = reactor::with(|r| r.take_idle(&request.origin, Instant::now())).flatten();
         let reused = idle.is_some();
         let mut link = match idle {
-            Some((token, tls)) => Link {
-                stream: Stream { token, kept: false },
-                tls,
-            },
+            Some((token, tls)) => Link::new(Stream { token, kept: false }, tls),
             None => connect(&request.origin, &addrs, request.deadline).await?,
         };
         // A request on a kept-alive connection may be sent again on a new one.
@@ -204,7 +200,8 @@ impl Future for Wait {
             Poll::Pending if Instant::now() >= deadline => Poll::Ready(Err(OutboundError::Timeout)),
             Poll::Pending => {
                 if !timer {
-                    r.wake_at(deadline, cx.waker().clone());
+                    // One timer per connection and deadline, not one per operation.
+                    r.wake_conn_at(token, deadline);
                 }
                 Poll::Pending
             }
@@ -233,11 +230,7 @@ async fn connect(
             let config = reactor::with(|r| r.tls.clone())
                 .ok_or(OutboundError::Unavailable)?
                 .map_err(|e| OutboundError::Connect(format!("TLS is not available: {e}")))?;
-            let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
-                .map_err(|e| OutboundError::InvalidRequest(format!("TLS server name: {e}")))?;
-            let session = ClientConnection::new(config, name)
-                .map_err(|e| OutboundError::Connect(format!("TLS: {e}")))?;
-            Some(Box::new(session))
+            Some(super::link::session(config, origin)?)
         }
     };
     let mut last = None;
@@ -247,7 +240,7 @@ async fn connect(
             .map_err(|e| OutboundError::Connect(format!("cannot open a socket: {e}")))?;
         let stream = Stream { token, kept: false };
         match stream.run(Op::Connect(*addr), deadline).await? {
-            Done::Connected(Ok(())) => return Ok(Link { stream, tls }),
+            Done::Connected(Ok(())) => return Ok(Link::new(stream, tls)),
             Done::Connected(Err(e)) | Done::Sent(Err(e), _) | Done::Received(Err(e), _) => {
                 last = Some(format!("{addr}: {e}"));
             }
@@ -390,6 +383,12 @@ async fn exchange(
             }
             if reader.data.len() > max {
                 return Err(OutboundError::TooLarge.into());
+            }
+            if reader.link.truncated {
+                return Err(OutboundError::Protocol(
+                    "the TLS session ended without close_notify: the body may be cut short".into(),
+                )
+                .into());
             }
             (std::mem::take(&mut reader.data), false)
         }

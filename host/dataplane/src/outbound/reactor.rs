@@ -24,6 +24,19 @@ use percore_rt::uring::{Event, Uring};
 
 use super::OutboundLimits;
 
+/// Idle kept-alive connections one core keeps, all origins together (each holds a descriptor).
+const MAX_IDLE_PER_CORE: usize = 1024;
+
+/// Whether an idle kept-alive connection is still open: not closed by the origin, and with
+/// nothing unasked for waiting on it (a non-blocking peek).
+fn still_open(socket: &socket2::Socket) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        Ok(_) => false,
+    }
+}
+
 thread_local! {
     static REACTOR: RefCell<Option<Reactor>> = const { RefCell::new(None) };
 }
@@ -83,6 +96,8 @@ struct Conn {
     waker: Option<Waker>,
     /// Dropped by its owner while an operation was in flight: freed at its completion.
     closing: bool,
+    /// The deadline a timer is set for (one per connection and deadline).
+    timer_at: Option<Instant>,
 }
 
 /// A deadline and what to wake then.
@@ -90,7 +105,16 @@ struct Conn {
 struct Timer {
     at: Instant,
     seq: u64,
-    waker: Waker,
+    target: Target,
+}
+
+/// What a timer wakes.
+#[derive(Debug)]
+enum Target {
+    /// Whoever waits on this connection's operation then (a connection whose slot was reused
+    /// meanwhile gets a spurious wake, which its future checks).
+    Conn(u32),
+    Waker(Waker),
 }
 
 impl PartialEq for Timer {
@@ -136,6 +160,8 @@ pub(crate) struct Reactor {
     idle: HashMap<Origin, Vec<(u32, Tls, Instant)>>,
     /// For `https` origins.
     pub(crate) tls: TlsConfig,
+    /// Idle connections kept, all origins.
+    idle_total: usize,
     /// Requests in flight on this core.
     pub(crate) in_flight: usize,
     pub(crate) counters: OutCounters,
@@ -153,6 +179,7 @@ impl Reactor {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             idle: HashMap::new(),
+            idle_total: 0,
             in_flight: 0,
             counters: OutCounters::default(),
         }
@@ -171,6 +198,7 @@ impl Reactor {
             state: State::Idle,
             waker: None,
             closing: false,
+            timer_at: None,
         };
         self.counters.connections += 1;
         Ok(match self.free.pop() {
@@ -220,7 +248,25 @@ impl Reactor {
         self.timers.push(Reverse(Timer {
             at,
             seq: self.timer_seq,
-            waker,
+            target: Target::Waker(waker),
+        }));
+    }
+
+    /// Wake whoever waits on connection `token` at `at`: one timer per connection and
+    /// deadline, however many operations wait under it.
+    pub(crate) fn wake_conn_at(&mut self, token: u32, at: Instant) {
+        let Some(conn) = self.conns.get_mut(token as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.timer_at == Some(at) {
+            return;
+        }
+        conn.timer_at = Some(at);
+        self.timer_seq += 1;
+        self.timers.push(Reverse(Timer {
+            at,
+            seq: self.timer_seq,
+            target: Target::Conn(token),
         }));
     }
 
@@ -252,7 +298,13 @@ impl Reactor {
         let mut stale = Vec::new();
         let mut found = None;
         while let Some((token, tls, since)) = idle.pop() {
-            if now.duration_since(since) < timeout {
+            self.idle_total -= 1;
+            let alive = self
+                .conns
+                .get(token as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| still_open(&c.socket));
+            if alive && now.duration_since(since) < timeout {
                 found = Some((token, tls));
                 break;
             }
@@ -272,10 +324,11 @@ impl Reactor {
     pub(crate) fn put_idle(&mut self, origin: &Origin, token: u32, tls: Tls, now: Instant) {
         let max = self.limits.max_idle_per_origin;
         let idle = self.idle.entry(origin.clone()).or_default();
-        if idle.len() >= max {
+        if idle.len() >= max || self.idle_total >= MAX_IDLE_PER_CORE {
             self.close(token);
         } else {
             idle.push((token, tls, now));
+            self.idle_total += 1;
         }
     }
 
@@ -288,7 +341,21 @@ impl Reactor {
     pub(crate) fn expire(&mut self, now: Instant) {
         while self.timers.peek().is_some_and(|Reverse(t)| t.at <= now) {
             if let Some(Reverse(timer)) = self.timers.pop() {
-                timer.waker.wake();
+                match timer.target {
+                    Target::Waker(waker) => waker.wake(),
+                    Target::Conn(token) => {
+                        if let Some(conn) =
+                            self.conns.get_mut(token as usize).and_then(Option::as_mut)
+                        {
+                            if conn.timer_at == Some(timer.at) {
+                                conn.timer_at = None;
+                            }
+                            if let Some(waker) = &conn.waker {
+                                waker.wake_by_ref();
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -306,6 +373,7 @@ impl Reactor {
                 keep
             });
         }
+        self.idle_total -= stale.len();
         self.idle.retain(|_, v| !v.is_empty());
         for token in stale {
             self.close(token);
@@ -338,7 +406,10 @@ pub(crate) fn submit(ring: &mut Uring) {
             }
         }
         for token in std::mem::take(&mut r.cancels) {
-            if let Some(conn) = r.conns.get(token as usize).and_then(Option::as_ref) {
+            // Only the connection that was closed: a slot freed and reused since is another.
+            if let Some(conn) = r.conns.get(token as usize).and_then(Option::as_ref)
+                && conn.closing
+            {
                 let _ = ring.cancel_fd(&Fd(conn.socket.as_raw_fd()));
             }
         }

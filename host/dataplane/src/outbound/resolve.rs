@@ -1,5 +1,5 @@
-//! Host names to addresses, off the cores: `getaddrinfo` blocks, so one resolver thread for
-//! the host does it, with a bounded queue and a short cache. IP literals and `localhost` need
+//! Host names to addresses, off the cores: `getaddrinfo` blocks, so a few resolver threads for
+//! the host do it, with a bounded queue and a short cache. IP literals and `localhost` need
 //! no lookup.
 
 use std::collections::HashMap;
@@ -124,40 +124,59 @@ impl Resolver {
     }
 }
 
+/// Threads that resolve names: a slow name server holds one, not every lookup of the host.
+const THREADS: usize = 4;
+
 fn resolver() -> &'static Resolver {
     static RESOLVER: OnceLock<Resolver> = OnceLock::new();
     RESOLVER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Arc<Lookup>)>(QUEUE);
-        let spawned = std::thread::Builder::new()
-            .name("percore-resolver".into())
-            .spawn(move || {
-                for (host, lookup) in rx {
-                    let result = lookup_host(&host);
-                    if let Ok(ips) = &result {
-                        let mut cache = resolver().cache.lock().unwrap_or_else(|p| p.into_inner());
-                        if cache.len() >= CACHE_SIZE {
-                            cache.clear();
-                        }
-                        cache.insert(host, (ips.clone(), Instant::now()));
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..THREADS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("percore-resolver-{i}"))
+                .spawn(move || {
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((host, lookup)) = next else {
+                            return;
+                        };
+                        answer(&host, &lookup);
                     }
-                    let waker = {
-                        let mut answer = lookup.answer.lock().unwrap_or_else(|p| p.into_inner());
-                        answer.0 = Some(result);
-                        answer.1.take()
-                    };
-                    if let Some(waker) = waker {
-                        waker.wake();
-                    }
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the resolver thread: {e}");
+                });
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a resolver thread: {e}");
+            }
         }
         Resolver {
             queue: tx,
             cache: Mutex::new(HashMap::new()),
         }
     })
+}
+
+/// Resolve `host` (or find it cached by a lookup that finished meanwhile) and wake who waits.
+fn answer(host: &str, lookup: &Lookup) {
+    let result = match resolver().cached(host) {
+        Some(ips) => Ok(ips),
+        None => lookup_host(host),
+    };
+    if let Ok(ips) = &result {
+        let mut cache = resolver().cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(host.to_owned(), (ips.clone(), Instant::now()));
+    }
+    let waker = {
+        let mut answer = lookup.answer.lock().unwrap_or_else(|p| p.into_inner());
+        answer.0 = Some(result);
+        answer.1.take()
+    };
+    if let Some(waker) = waker {
+        waker.wake();
+    }
 }
 
 fn lookup_host(host: &str) -> Answer {
