@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-/// The contract every template but Go's builds against.
-const WIT: &str = include_str!("../../../wit/handler.wit");
+/// The contract the language templates (not Rust's or Go's) build against: 0.1.0, which their sources (the
+/// greeter examples) import by name; the host runs it unchanged beside 0.2.0.
+const WIT: &str = include_str!("../../../wit/0.1.0/handler.wit");
 
 /// One template.
 struct Template {

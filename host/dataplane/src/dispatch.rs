@@ -46,6 +46,8 @@ pub(crate) struct Dispatch {
     /// The waker of the last call that ended in its first slice, held by nothing else: the
     /// next call reuses it.
     spare: Option<(Arc<wake::CallWake>, Waker)>,
+    /// Calls in flight that wait on the core's async runtime (wasi:http, commands).
+    runtime_calls: usize,
     /// Connections holding a request until there is room for its call.
     queue: VecDeque<u32>,
     /// A call ended since the queue was last woken.
@@ -116,6 +118,7 @@ impl Dispatch {
             runnable: Vec::new(),
             last_key: 0,
             spare: None,
+            runtime_calls: 0,
             queue: VecDeque::new(),
             room: false,
         })
@@ -136,6 +139,20 @@ impl Dispatch {
         self.calls.len()
     }
 
+    /// Whether calls that wait on the core's async runtime are in flight: the loop then turns
+    /// it every turn and sleeps at most a millisecond (its timers' resolution).
+    pub(crate) fn has_runtime_calls(&self) -> bool {
+        self.runtime_calls > 0
+    }
+
+    /// Turn the core's async runtime if calls wait on it: due timers fire and ready tasks
+    /// run, waking the calls that wait on them.
+    pub(crate) fn turn_runtime(&self) {
+        if self.runtime_calls > 0 {
+            self.engine.turn_runtime();
+        }
+    }
+
     /// Run every runnable call for one time slice, in the order they were woken; those that
     /// end go to `finished`, for their connections ([`Dispatch::finish`]). A call that waits
     /// (for an outbound response) is not polled until what it waits for wakes it.
@@ -149,13 +166,12 @@ impl Dispatch {
             };
             flight.wake.polling();
             match flight.call.poll(&flight.waker) {
-                std::task::Poll::Pending => {
-                    if flight.call.polled_every_turn() {
-                        flight.waker.wake_by_ref();
-                    }
-                }
+                std::task::Poll::Pending => {}
                 std::task::Poll::Ready(ended) => {
                     if let Some(flight) = self.calls.remove(&key) {
+                        if flight.call.uses_runtime() {
+                            self.runtime_calls -= 1;
+                        }
                         finished.push(Finished { flight, ended });
                     }
                 }
@@ -465,8 +481,8 @@ impl Dispatch {
                 let deployed = self.deployments.get_mut(index);
                 deployed.in_flight += 1;
                 self.meter.counters.calls_yielded += 1;
-                if call.polled_every_turn() {
-                    waker.wake_by_ref();
+                if call.uses_runtime() {
+                    self.runtime_calls += 1;
                 }
                 self.calls.insert(
                     key,

@@ -21,6 +21,9 @@ use crate::{Error, ServeConfig};
 
 /// How often a shard looks at its clock: timeouts, the stop flag, the counter snapshot.
 const TICK: Duration = Duration::from_millis(100);
+/// Longest sleep of a shard while calls wait on its async runtime (the resolution of the
+/// runtime's timers).
+const RUNTIME_TURN: Duration = Duration::from_millis(1);
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -121,7 +124,14 @@ impl Shard {
             let waited = if self.dispatch.has_runnable() {
                 ring.submit_and_wait(0)
             } else {
-                match outbound::reactor::with(|r| r.next_deadline()).flatten() {
+                // Calls waiting on the core's async runtime: wake within its timers'
+                // resolution to turn it.
+                let runtime = self
+                    .dispatch
+                    .has_runtime_calls()
+                    .then(|| Instant::now() + RUNTIME_TURN);
+                let deadline = outbound::reactor::with(|r| r.next_deadline()).flatten();
+                match runtime.into_iter().chain(deadline).min() {
                     Some(at) => {
                         ring.submit_and_wait_for(1, at.saturating_duration_since(Instant::now()))
                     }
@@ -140,6 +150,7 @@ impl Shard {
             }
             self.rearm_receives(&mut ring);
             outbound::reactor::with(|r| r.expire(Instant::now()));
+            self.dispatch.turn_runtime();
             if self.dispatch.has_runnable() {
                 // Send what this turn answered before the calls in flight run their slices.
                 self.flush(&mut ring);

@@ -303,6 +303,15 @@ impl Engine {
         Ok(self.runtime.get_or_init(|| Arc::new(runtime)).clone())
     }
 
+    /// One turn of the runtime that drives wasi:http and command calls, if it was made: its
+    /// ready tasks run and its due timers fire, waking the calls that wait on them. The caller
+    /// turns it while such calls are in flight.
+    pub fn turn_runtime(&self) {
+        if let Some(runtime) = self.runtime.get() {
+            runtime.block_on(tokio::task::yield_now());
+        }
+    }
+
     pub(crate) fn linker(&self) -> &Linker<HostState> {
         &self.linker
     }

@@ -91,12 +91,13 @@ impl<I> Running<I> {
             None => self.future.as_mut().poll(cx),
             // One slice inside the runtime, then, if the call is not done, one turn of the
             // runtime's scheduler: its tasks run and its timers (the wall deadline's among
-            // them) fire before the call is polled again.
+            // them) fire. The call is polled with the caller's waker, so what it waits on
+            // (a yield, a timer, a task) wakes it through the caller; between the call's
+            // polls the caller turns the runtime ([`crate::Engine::turn_runtime`]).
             Some(runtime) => {
                 let future = &mut self.future;
                 runtime.block_on(async {
-                    let polled =
-                        std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await;
+                    let polled = future.as_mut().poll(cx);
                     if polled.is_pending() {
                         tokio::task::yield_now().await;
                     }

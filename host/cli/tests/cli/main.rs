@@ -132,7 +132,7 @@ fn compile_writes_an_artifact_and_nothing_on_error() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("edge:handler/guest@0.1.0"),
+        stderr(&out).contains("edge:handler/guest@0.2.0"),
         "{}",
         stderr(&out)
     );

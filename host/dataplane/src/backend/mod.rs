@@ -121,11 +121,11 @@ enum Returned {
 }
 
 impl Suspended {
-    /// Run the call for one more slice. An edge call is polled when `waker` (the one it was
-    /// started with) was woken: it yielded at the end of a slice (which wakes it at once), or
-    /// what it waited for (an outbound response, a deadline) came. wasi:http and command calls
-    /// wait on timers and tasks of their runtime, which turns only while they are polled: they
-    /// are polled every turn ([`Suspended::polled_every_turn`]).
+    /// Run the call for one more slice, when `waker` (the one it was started with) was woken:
+    /// it yielded at the end of a slice (which wakes it at once), or what it waited for (an
+    /// outbound response, a deadline; for wasi:http and command calls a timer or a task of the
+    /// core's runtime, which the loop turns while they are in flight: see
+    /// [`Suspended::uses_runtime`]) came.
     pub(crate) fn poll(&mut self, waker: &Waker) -> Poll<Ended> {
         let mut cx = Context::from_waker(waker);
         let (instance, invocation) = match &mut self.call {
@@ -151,8 +151,9 @@ impl Suspended {
 }
 
 impl Suspended {
-    /// Whether the call must be polled every turn of the loop (see [`Suspended::poll`]).
-    pub(crate) fn polled_every_turn(&self) -> bool {
+    /// Whether the call waits on the core's async runtime, which must then be turned while it
+    /// is in flight (see [`Suspended::poll`]).
+    pub(crate) fn uses_runtime(&self) -> bool {
         !matches!(self.call, SuspendedCall::Edge(_))
     }
 }
