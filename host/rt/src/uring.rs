@@ -42,6 +42,11 @@ fn user_data(kind: u64, slot: u32, token: u32) -> u64 {
     (kind << KIND_SHIFT) | (u64::from(slot & 0x00ff_ffff) << 32) | u64::from(token)
 }
 
+/// The slot an operation's user data names.
+fn slot_of(data: u64) -> u32 {
+    ((data >> 32) & 0x00ff_ffff) as u32
+}
+
 /// Settings of one ring.
 #[derive(Debug, Clone, Copy)]
 pub struct UringConfig {
@@ -502,9 +507,7 @@ impl Uring {
                 })
             }
             SEND => {
-                let slot = ((data >> 32) & 0x00ff_ffff) as u32;
-                let buf = self.sends[slot as usize].take().unwrap_or_default();
-                self.free_sends.push(slot);
+                let buf = self.take_buffer(data);
                 Some(Event::Sent {
                     token,
                     result: result(res).map(|n| n as usize),
@@ -517,7 +520,7 @@ impl Uring {
             }
             WAKE => Some(Event::Woken { more }),
             OUT_CONNECT => {
-                let slot = ((data >> 32) & 0x00ff_ffff) as u32;
+                let slot = slot_of(data);
                 self.addrs[slot as usize] = None;
                 self.free_addrs.push(slot);
                 Some(Event::OutConnected {
@@ -526,9 +529,7 @@ impl Uring {
                 })
             }
             OUT_SEND => {
-                let slot = ((data >> 32) & 0x00ff_ffff) as u32;
-                let buf = self.sends[slot as usize].take().unwrap_or_default();
-                self.free_sends.push(slot);
+                let buf = self.take_buffer(data);
                 Some(Event::OutSent {
                     token,
                     result: result(res).map(|n| n as usize),
@@ -536,9 +537,7 @@ impl Uring {
                 })
             }
             OUT_RECV => {
-                let slot = ((data >> 32) & 0x00ff_ffff) as u32;
-                let mut buf = self.sends[slot as usize].take().unwrap_or_default();
-                self.free_sends.push(slot);
+                let mut buf = self.take_buffer(data);
                 let result = result(res).map(|n| n as usize);
                 if let Ok(n) = result {
                     let n = n.min(buf.capacity() - buf.len());
@@ -550,6 +549,14 @@ impl Uring {
             }
             _ => None,
         }
+    }
+
+    /// The buffer a completed send or receive held (`data`: its user data), its slot freed.
+    fn take_buffer(&mut self, data: u64) -> Vec<u8> {
+        let slot = slot_of(data);
+        let buf = self.sends[slot as usize].take().unwrap_or_default();
+        self.free_sends.push(slot);
+        buf
     }
 
     /// The bytes of a leased receive buffer.
