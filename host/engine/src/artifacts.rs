@@ -57,7 +57,12 @@ pub fn write_artifact(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// What identifies an engine in artifact names: its configuration and the percore version.
 /// Existing state directories find their artifacts by this formula: do not change it.
 fn engine_key(engine: &EngineConfig) -> String {
-    format!("{engine:?}/{}", env!("CARGO_PKG_VERSION"))
+    // The rewrite a component gets before it is compiled is part of what an artifact is.
+    format!(
+        "{engine:?}/{}/{}",
+        env!("CARGO_PKG_VERSION"),
+        crate::globals::REWRITE
+    )
 }
 
 /// Content-addressed cache of ahead-of-time compiled components.
@@ -175,9 +180,10 @@ mod tests {
         );
         assert_eq!(path.parent(), Some(Path::new("/cache")));
         assert_eq!(path.extension().and_then(|e| e.to_str()), Some("cwasm"));
-        // The formula state directories were written with.
-        let key =
-            sha256_hex(format!("{COMPONENT}/{config:?}/{}", env!("CARGO_PKG_VERSION")).as_bytes());
+        // The formula: component, engine, version, and the rewrite made before compiling.
+        let version = env!("CARGO_PKG_VERSION");
+        let rewrite = crate::globals::REWRITE;
+        let key = sha256_hex(format!("{COMPONENT}/{config:?}/{version}/{rewrite}").as_bytes());
         assert_eq!(path, Path::new("/cache").join(format!("{key}.cwasm")));
 
         assert_ne!(path, cache.path_for(&sha256_hex(b"another component")));

@@ -7,8 +7,7 @@ use std::time::Duration;
 use percore_rt::host_memory::{HostMemoryStore, ResetStats, SnapshotError};
 use wasmtime::component::Component;
 
-use crate::bindings;
-
+use crate::globals::{BoundResets, GlobalResets};
 mod exports;
 mod outcome;
 use crate::budget::{call_cpu, classify, new_store, start_clock};
@@ -68,6 +67,9 @@ pub enum ResetError {
     /// The memory could not be brought back to the snapshot (it grew, typically).
     #[error(transparent)]
     Restore(SnapshotError),
+    /// Saving the mutable globals, or putting them back, failed.
+    #[error("saving or restoring the mutable globals failed: {0}")]
+    Globals(String),
     /// The request left resources (bodies, streams) in the host's table: a reset restores
     /// memory only, so the instance is replaced.
     #[error("the request left resources in the host's table")]
@@ -78,6 +80,7 @@ pub enum ResetError {
 #[derive(Clone)]
 pub struct Handler {
     pre: Pre,
+    globals: GlobalResets,
 }
 
 impl std::fmt::Debug for Handler {
@@ -96,13 +99,11 @@ impl Handler {
         let v2 = ty
             .exports(component.engine())
             .any(|(name, _)| name == crate::validate::GUEST_EXPORTS[0]);
-        let wrong = |e: wasmtime::Error| Error::WrongWorld(format!("{e:#}"));
-        let pre = if v2 {
-            Pre::V2(bindings::HandlerPre::new(pre).map_err(wrong)?)
-        } else {
-            Pre::V1(bindings::v1::HandlerPre::new(pre).map_err(wrong)?)
-        };
-        Ok(Self { pre })
+        let pre = Pre::new(pre, v2).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        Ok(Self {
+            pre,
+            globals: GlobalResets::of(&component),
+        })
     }
 
     /// A fresh instance for one deployment, with its limits and configuration values.
@@ -111,22 +112,19 @@ impl Handler {
         limits: Arc<Limits>,
         config: Arc<BTreeMap<String, String>>,
     ) -> Result<Instance, Fault> {
-        let engine = match &self.pre {
-            Pre::V2(pre) => pre.engine(),
-            Pre::V1(pre) => pre.engine(),
-        };
-        let store = new_store(engine, HostState::new(limits, config));
+        let store = new_store(self.pre.engine(), HostState::new(limits, config));
         // With an asynchronous import linked, instantiation is asynchronous too; nothing in
         // it waits, so it completes in one poll.
-        let (mut memories, bindings) =
-            HostMemoryStore::instantiate(store, |store| match &self.pre {
-                Pre::V2(pre) => block_on(pre.instantiate_async(store)).map(Exports::V2),
-                Pre::V1(pre) => block_on(pre.instantiate_async(store)).map(Exports::V1),
-            });
-        match bindings {
-            Ok(bindings) => Ok(Instance {
+        let (mut memories, made) = HostMemoryStore::instantiate(store, |store| {
+            let (instance, bindings) = block_on(self.pre.instantiate(store))?;
+            let globals = self.globals.bind(store, &instance)?;
+            Ok((bindings, globals))
+        });
+        match made {
+            Ok((bindings, globals)) => Ok(Instance {
                 memories,
                 bindings,
+                globals,
                 region: None,
                 no_region: false,
                 usable: true,
@@ -206,6 +204,8 @@ impl StreamedBody {
 pub struct Instance {
     memories: HostMemoryStore<HostState>,
     bindings: Exports,
+    /// The functions that save and put back the mutable globals, for a rewritten component.
+    globals: Option<BoundResets>,
     region: Option<Region>,
     /// The guest said it offers no input region.
     no_region: bool,
@@ -231,6 +231,11 @@ impl Instance {
         self.usable
     }
 
+    /// Whether a reset puts back mutable globals too (the component was rewritten for it).
+    pub fn resets_globals(&self) -> bool {
+        self.globals.is_some()
+    }
+
     /// Requests this instance has run.
     pub fn requests(&self) -> u64 {
         self.requests
@@ -250,6 +255,16 @@ impl Instance {
         if let Err(fault) = self.ensure_region(0) {
             self.usable = false;
             return Err(ResetError::Region(fault));
+        }
+        if let Some(globals) = &self.globals
+            && let Err(e) = {
+                // On a clock of its own: the last request's may have run out.
+                start_clock(self.memories.store());
+                block_on(globals.save(self.memories.store()))
+            }
+        {
+            self.usable = false;
+            return Err(ResetError::Globals(format!("{e:#}")));
         }
         if let Err(e) = self.memories.snapshot(0) {
             self.usable = false;
@@ -271,6 +286,16 @@ impl Instance {
         };
         match self.memories.restore(RESET_RESIDENT_BUDGET) {
             Ok(stats) => {
+                if let Some(globals) = &self.globals
+                    && let Err(e) = {
+                        // On a clock of its own: the last request's may have run out.
+                        start_clock(self.memories.store());
+                        block_on(globals.reset(self.memories.store()))
+                    }
+                {
+                    self.usable = false;
+                    return Err(ResetError::Globals(format!("{e:#}")));
+                }
                 self.region = region;
                 Ok(stats)
             }

@@ -206,7 +206,7 @@ pub fn kind_of(bytes: &[u8]) -> Result<GuestKind, Error> {
 
 /// A core module carrying its WIT world (`wit-bindgen c`'s `component-type` section) made into
 /// the component it describes; anything else as it is.
-fn lift_world_module(bytes: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, Error> {
+pub(crate) fn lift_world_module(bytes: Cow<'_, [u8]>) -> Result<Cow<'_, [u8]>, Error> {
     let shape = shape(&bytes)?;
     if shape.component || !shape.world {
         return Ok(bytes);

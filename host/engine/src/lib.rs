@@ -24,6 +24,7 @@ mod cgi_protocol;
 mod config;
 mod contract_v1;
 mod error;
+mod globals;
 mod host;
 mod instance;
 mod kind;
@@ -59,6 +60,7 @@ pub use state::{NotResettable, check_resettable};
 pub use ticker::EpochTicker;
 pub use wasi_http::{HttpHandler, HttpInstance};
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -172,14 +174,20 @@ impl Engine {
                 .map_err(|e| Error::Invalid(format!("{e:#}")))?;
             return Ok(Compiledcode::Module(module));
         }
-        let component = validate::compile_component(&self.inner, &detected.bytes)?;
+        let bytes = match detected.kind {
+            // Instances of these kinds are pooled and reset.
+            GuestKind::Edge | GuestKind::HttpP2 => state::with_global_resets(&detected.bytes)?,
+            _ => Cow::Borrowed(&detected.bytes[..]),
+        };
+        let component = validate::compile_component(&self.inner, &bytes)?;
         self.check(&component, detected.kind)?;
         Ok(Compiledcode::Component(component))
     }
 
     /// Validate and compile an `edge:handler` component in memory and link it.
     pub fn load(&self, bytes: &[u8]) -> Result<Handler, Error> {
-        let component = validate::compile(&self.inner, bytes)?;
+        let bytes = validate::binary(bytes)?;
+        let component = validate::compile(&self.inner, &state::with_global_resets(&bytes)?)?;
         self.check(&component, GuestKind::Edge)?;
         Handler::new(self, component)
     }

@@ -20,13 +20,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use percore_rt::host_memory::{HostMemoryStore, ResetStats};
 use wasmtime::Store;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::budget::{classify, finish, new_store, start_clock};
+use crate::globals::{BoundResets, GlobalResets};
 use crate::host::HostState;
 use crate::instance::{CallStats, InputPath, Invocation, RESET_RESIDENT_BUDGET};
 use crate::response_check::check_parts;
@@ -38,7 +39,9 @@ use crate::{
 /// A linked `wasi:http` component, ready to instantiate.
 #[derive(Clone)]
 pub struct HttpHandler {
-    pre: ProxyPre<HostState>,
+    pre: InstancePre<HostState>,
+    indices: ProxyIndices,
+    globals: GlobalResets,
     runtime: Arc<tokio::runtime::Runtime>,
 }
 
@@ -57,9 +60,11 @@ impl HttpHandler {
             .wasi_linker()
             .instantiate_pre(component)
             .map_err(|e| Error::Link(format!("{e:#}")))?;
-        let pre = ProxyPre::new(pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
+        let indices = ProxyIndices::new(&pre).map_err(|e| Error::WrongWorld(format!("{e:#}")))?;
         Ok(Self {
             pre,
+            indices,
+            globals: GlobalResets::of(component),
             runtime: engine.runtime()?,
         })
     }
@@ -79,13 +84,16 @@ impl HttpHandler {
         let state = HostState::with_wasi(limits, config, output, builder.build());
         let store = new_store(self.pre.engine(), state);
         let runtime = &self.runtime;
-        let (mut memories, proxy) = HostMemoryStore::instantiate(store, |store| {
-            runtime.block_on(self.pre.instantiate_async(store))
+        let (mut memories, made) = HostMemoryStore::instantiate(store, |store| {
+            let instance = runtime.block_on(self.pre.instantiate_async(&mut *store))?;
+            let proxy = self.indices.load(&mut *store, &instance)?;
+            Ok((proxy, self.globals.bind(store, &instance)?))
         });
-        match proxy {
-            Ok(proxy) => Ok(HttpInstance {
+        match made {
+            Ok((proxy, globals)) => Ok(HttpInstance {
                 memories,
                 proxy,
+                globals,
                 runtime: self.runtime.clone(),
                 usable: true,
                 snapshot: false,
@@ -130,6 +138,8 @@ impl HttpHandler {
 pub struct HttpInstance {
     memories: HostMemoryStore<HostState>,
     proxy: Proxy,
+    /// The functions that save and put back the mutable globals, for a rewritten component.
+    globals: Option<BoundResets>,
     runtime: Arc<tokio::runtime::Runtime>,
     usable: bool,
     snapshot: bool,
@@ -163,6 +173,16 @@ impl HttpInstance {
         if memories != 1 {
             return Err(NotResettable::MemoryCount(memories).into());
         }
+        if let Some(globals) = &self.globals
+            && let Err(e) = {
+                // On a clock of its own: the last request's may have run out.
+                start_clock(self.memories.store());
+                crate::running::block_on(globals.save(self.memories.store()))
+            }
+        {
+            self.usable = false;
+            return Err(ResetError::Globals(format!("{e:#}")));
+        }
         self.memories.snapshot(0).map_err(ResetError::Snapshot)?;
         self.snapshot = true;
         Ok(())
@@ -181,11 +201,21 @@ impl HttpInstance {
             self.usable = false;
             return Err(ResetError::ResourcesLeft);
         }
-        let restored = self.memories.restore(RESET_RESIDENT_BUDGET);
-        if restored.is_err() {
+        let stats = self.memories.restore(RESET_RESIDENT_BUDGET).map_err(|e| {
             self.usable = false;
+            ResetError::Restore(e)
+        })?;
+        if let Some(globals) = &self.globals
+            && let Err(e) = {
+                // On a clock of its own: the last request's may have run out.
+                start_clock(self.memories.store());
+                crate::running::block_on(globals.reset(self.memories.store()))
+            }
+        {
+            self.usable = false;
+            return Err(ResetError::Globals(format!("{e:#}")));
         }
-        restored.map_err(ResetError::Restore)
+        Ok(stats)
     }
 
     /// Run one request.

@@ -105,13 +105,19 @@ fn a_command_runs_cgi_style() {
     let response = invocation.result.unwrap();
     assert_eq!(response.status, 200);
     assert_eq!(response.body, b"MAKE ME LOUD");
-    // Bodies far over 1 MB go through stdin and stdout.
+    // Bodies far over 1 MB go through stdin and stdout. Copying 3 MiB each way takes tens of
+    // milliseconds in an unoptimised test build: the default 100 ms CPU budget is not what
+    // this checks, so it gets a larger one.
     let body = vec![b'a'; 3 << 20];
-    let invocation =
-        get("/")
-            .method("POST")
-            .body(body)
-            .run_kind("upper-cgi", Limits::default(), &[]);
+    let limits = Limits {
+        cpu_budget: std::time::Duration::from_secs(2),
+        wall_deadline: std::time::Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let invocation = get("/")
+        .method("POST")
+        .body(body)
+        .run_kind("upper-cgi", limits, &[]);
     let response = invocation.result.unwrap();
     assert_eq!(response.body.len(), 3 << 20);
     assert!(response.body.iter().all(|&b| b == b'A'));

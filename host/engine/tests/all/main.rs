@@ -31,6 +31,24 @@ pub fn guest_path(name: &str) -> PathBuf {
     path
 }
 
+/// Whether the guest of another language (Python, JavaScript, C) `name` was built: the
+/// languages' toolchains are optional unless `PERCORE_REQUIRE_LANGUAGES` is set, as CI sets it.
+pub fn language_guest_built(name: &str) -> bool {
+    let built = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/guests")
+        .join(format!("{name}.wasm"))
+        .exists();
+    if !built {
+        assert!(
+            std::env::var_os("PERCORE_REQUIRE_LANGUAGES").is_none(),
+            "{name}.wasm is missing and PERCORE_REQUIRE_LANGUAGES is set: run \
+             `cargo build-guests --require-languages`"
+        );
+        eprintln!("skipped {name}: not built (its language's toolchain is not installed)");
+    }
+    built
+}
+
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| Engine::new(EngineConfig::default()).expect("engine"))
