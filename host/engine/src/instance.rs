@@ -7,7 +7,7 @@ use std::time::Duration;
 use percore_rt::host_memory::{HostMemoryStore, ResetStats, SnapshotError};
 use wasmtime::component::Component;
 
-use crate::globals::{BoundResets, GlobalResets};
+use crate::globals::{self, BoundResets, GlobalResets, Step};
 mod exports;
 mod outcome;
 use crate::budget::{call_cpu, classify, new_store, start_clock};
@@ -256,15 +256,9 @@ impl Instance {
             self.usable = false;
             return Err(ResetError::Region(fault));
         }
-        if let Some(globals) = &self.globals
-            && let Err(e) = {
-                // On a clock of its own: the last request's may have run out.
-                start_clock(self.memories.store());
-                block_on(globals.save(self.memories.store()))
-            }
-        {
+        if let Err(e) = globals::run(self.globals.as_ref(), self.memories.store(), Step::Save) {
             self.usable = false;
-            return Err(ResetError::Globals(format!("{e:#}")));
+            return Err(e);
         }
         if let Err(e) = self.memories.snapshot(0) {
             self.usable = false;
@@ -286,15 +280,11 @@ impl Instance {
         };
         match self.memories.restore(RESET_RESIDENT_BUDGET) {
             Ok(stats) => {
-                if let Some(globals) = &self.globals
-                    && let Err(e) = {
-                        // On a clock of its own: the last request's may have run out.
-                        start_clock(self.memories.store());
-                        block_on(globals.reset(self.memories.store()))
-                    }
+                if let Err(e) =
+                    globals::run(self.globals.as_ref(), self.memories.store(), Step::Reset)
                 {
                     self.usable = false;
-                    return Err(ResetError::Globals(format!("{e:#}")));
+                    return Err(e);
                 }
                 self.region = region;
                 Ok(stats)

@@ -27,7 +27,7 @@ use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::budget::{classify, finish, new_store, start_clock};
-use crate::globals::{BoundResets, GlobalResets};
+use crate::globals::{self, BoundResets, GlobalResets, Step};
 use crate::host::HostState;
 use crate::instance::{CallStats, InputPath, Invocation, RESET_RESIDENT_BUDGET};
 use crate::response_check::check_parts;
@@ -173,15 +173,9 @@ impl HttpInstance {
         if memories != 1 {
             return Err(NotResettable::MemoryCount(memories).into());
         }
-        if let Some(globals) = &self.globals
-            && let Err(e) = {
-                // On a clock of its own: the last request's may have run out.
-                start_clock(self.memories.store());
-                crate::running::block_on(globals.save(self.memories.store()))
-            }
-        {
+        if let Err(e) = globals::run(self.globals.as_ref(), self.memories.store(), Step::Save) {
             self.usable = false;
-            return Err(ResetError::Globals(format!("{e:#}")));
+            return Err(e);
         }
         self.memories.snapshot(0).map_err(ResetError::Snapshot)?;
         self.snapshot = true;
@@ -205,15 +199,9 @@ impl HttpInstance {
             self.usable = false;
             ResetError::Restore(e)
         })?;
-        if let Some(globals) = &self.globals
-            && let Err(e) = {
-                // On a clock of its own: the last request's may have run out.
-                start_clock(self.memories.store());
-                crate::running::block_on(globals.reset(self.memories.store()))
-            }
-        {
+        if let Err(e) = globals::run(self.globals.as_ref(), self.memories.store(), Step::Reset) {
             self.usable = false;
-            return Err(ResetError::Globals(format!("{e:#}")));
+            return Err(e);
         }
         Ok(stats)
     }
