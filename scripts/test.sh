@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s (%s free on the disk)\n' "$*" "$(df -h --output=avail . | tail -1 | tr -d ' ')"; }
+# Each step says when it began (seconds since the start): where a slow run spent its time.
+step() {
+    printf '\n== %s (at %d s, %s free on the disk)\n' "$*" "$SECONDS" \
+        "$(df -h --output=avail . | tail -1 | tr -d ' ')"
+}
 
 # Incremental state is for editing, not for a run from scratch: it doubled the build's disk use.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
