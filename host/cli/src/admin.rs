@@ -72,6 +72,12 @@ pub struct DeployArgs {
     /// None by default.
     #[arg(long = "allow-outbound", value_name = "ORIGIN")]
     allow_outbound: Vec<String>,
+    /// A request (`PATH` or `METHOD PATH`, no body) each new instance runs before its
+    /// snapshot, where instances are reset; repeatable, run in order. The guest sees them, and
+    /// every request then starts from the state after them: an interpreted guest's first-call
+    /// work (JavaScript's, typically) is done once instead of on every request.
+    #[arg(long, value_name = "REQUEST")]
+    warmup: Vec<String>,
     /// Longest wait for one outbound HTTP response, ms (default 10000).
     #[arg(long, value_name = "MS")]
     outbound_timeout_ms: Option<u64>,
@@ -333,6 +339,9 @@ pub fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.allow_outbound.is_empty() {
         body["allowed_outbound_hosts"] = json!(args.allow_outbound);
+    }
+    if !args.warmup.is_empty() {
+        body["warmup"] = json!(args.warmup);
     }
     let body = serde_json::to_vec(&body)?;
     let started = Instant::now();

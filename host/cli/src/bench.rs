@@ -1,6 +1,7 @@
 //! `percore bench`: what one component costs: compile, artifact load, and per request with a
-//! fresh instance, a reused one (state kept) and one reset to its snapshot after each request,
-//! through both input paths. Prints figures; asserts nothing.
+//! fresh instance, a reused one (state kept) and one reset to its snapshot after each request
+//! (and, with `--warmup`, to a snapshot taken after the warm-up requests), through both input
+//! paths. Prints figures; asserts nothing.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use percore_engine::{
-    CgiSite, Engine, EngineConfig, Guest, InputPath, InputPreference, Limits, Request,
-    check_resettable,
+    CgiSite, Engine, EngineConfig, Guest, Handler, InputPath, InputPreference, Limits, Request,
+    Warmup, check_resettable,
 };
 
 /// Arguments of `percore bench`.
@@ -24,6 +25,10 @@ pub struct Args {
     /// Compilations measured.
     #[arg(long, default_value_t = 5)]
     compilations: usize,
+    /// Warm-up requests (`PATH` or `METHOD PATH`, as `percore serve --warmup`): adds a
+    /// `reset-wu` line, instances reset to a snapshot taken after them.
+    #[arg(long, value_name = "REQUEST")]
+    warmup: Vec<String>,
     #[command(flatten)]
     guest: crate::limits::GuestArgs,
 }
@@ -130,6 +135,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let limits = Arc::new(args.guest.limits()?);
     let config = Arc::new(args.guest.config()?);
+    let warmup = Warmup::parse(&args.warmup)?;
+    if !warmup.is_empty() {
+        println!("warm-up: {}", warmup.to_strings().join(", "));
+    }
     let headers: &[(&str, &[u8])] = &[("host", b"bench.local"), ("user-agent", b"percore-bench")];
     let request = Request {
         method: "GET",
@@ -140,7 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!();
     let handler = match guest {
         Guest::Edge(handler) => handler,
-        other => return fresh_only(&other, &args, limits, config),
+        other => return fresh_only(&other, &args, limits, config, &warmup),
     };
     println!(
         "{:<10} {:<9} {:>10} {:>10} {:>10}   (per request, µs, {} requests each)",
@@ -171,31 +180,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             invocation.result.context("the guest failed a request")?;
         }
         // Reset to the post-instantiation snapshot after each request (the data plane's default
-        // for components that pass the state check): the time includes the reset.
-        let mut reset = Vec::with_capacity(args.iterations);
-        let mut reset_only = Vec::with_capacity(args.iterations);
-        let mut pages = 0usize;
-        let mut instance = handler
-            .instantiate(limits.clone(), config.clone())
-            .map_err(|f| anyhow::anyhow!("{f}"))?;
-        let resettable = check_resettable(&bytes)
-            .map_err(percore_engine::ResetError::from)
-            .and_then(|()| instance.prepare_reset())
-            .map_err(|why| println!("(no reset line: {why})"))
-            .is_ok();
-        if resettable {
-            for _ in 0..args.iterations {
-                let started = Instant::now();
-                let invocation = instance.handle(&request, preference);
-                let handled = started.elapsed();
-                let stats = instance
-                    .reset()
-                    .map_err(|why| anyhow::anyhow!("reset failed: {why}"))?;
-                let total = started.elapsed();
-                reset.push(total);
-                reset_only.push(total - handled);
-                pages += stats.pages_copied;
-                invocation.result.context("the guest failed a request")?;
+        // for components that pass the state check), and to the post-warm-up one if asked: the
+        // time includes the reset.
+        let resettable = check_resettable(&bytes).map_err(|why| println!("(no reset line: {why})"));
+        let mut resets = Vec::new();
+        if resettable.is_ok() {
+            resets.push((
+                "reset",
+                measure_reset(
+                    &handler,
+                    &limits,
+                    &config,
+                    &request,
+                    preference,
+                    None,
+                    args.iterations,
+                )?,
+            ));
+            if !warmup.is_empty() {
+                resets.push((
+                    "reset-wu",
+                    measure_reset(
+                        &handler,
+                        &limits,
+                        &config,
+                        &request,
+                        preference,
+                        Some(&warmup),
+                        args.iterations,
+                    )?,
+                ));
             }
         }
         if preference == InputPreference::Region && path != Some(InputPath::Region) {
@@ -204,15 +218,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                  instance has more than one memory; these figures are the portable path's)"
             );
         }
-        for (kind, samples) in [
-            ("fresh", fresh),
-            ("reused", reused),
-            ("reset", reset),
-            ("(reset)", reset_only),
-        ] {
-            if samples.is_empty() {
-                continue;
-            }
+        let mut lines = vec![("fresh", fresh), ("reused", reused)];
+        let mut pages = Vec::new();
+        for (kind, measured) in resets {
+            lines.push((kind, measured.total));
+            lines.push((
+                if kind == "reset" {
+                    "(reset)"
+                } else {
+                    "(rst-wu)"
+                },
+                measured.reset_only,
+            ));
+            pages.push((kind, measured.pages));
+        }
+        for (kind, samples) in lines {
             let s = summarize(samples);
             println!(
                 "{:<10} {:<9} {:>10} {:>10} {:>10}",
@@ -223,16 +243,62 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 us(s.p99)
             );
         }
-        if resettable {
+        for (kind, pages) in pages {
             println!(
                 "{:<10} {:<9} {:.1} pages copied back per reset",
                 label,
-                "",
+                kind,
                 pages as f64 / args.iterations as f64
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Per-request times on one instance reset after each request, and the reset's share.
+struct Resets {
+    total: Vec<Duration>,
+    reset_only: Vec<Duration>,
+    pages: usize,
+}
+
+/// `iterations` requests on one instance reset to its snapshot after each, the snapshot taken
+/// right after instantiation or after `warmup`.
+fn measure_reset(
+    handler: &Handler,
+    limits: &Arc<Limits>,
+    config: &Arc<std::collections::BTreeMap<String, String>>,
+    request: &Request<'_>,
+    preference: InputPreference,
+    warmup: Option<&Warmup>,
+    iterations: usize,
+) -> anyhow::Result<Resets> {
+    let mut instance = handler
+        .instantiate(limits.clone(), config.clone())
+        .map_err(|f| anyhow::anyhow!("{f}"))?;
+    if let Some(warmup) = warmup {
+        instance.warm_up(warmup, preference)?;
+    }
+    instance.prepare_reset()?;
+    let mut measured = Resets {
+        total: Vec::with_capacity(iterations),
+        reset_only: Vec::with_capacity(iterations),
+        pages: 0,
+    };
+    for _ in 0..iterations {
+        let started = Instant::now();
+        let invocation = instance.handle(request, preference);
+        let handled = started.elapsed();
+        let stats = instance
+            .reset()
+            .map_err(|why| anyhow::anyhow!("reset failed: {why}"))?;
+        let total = started.elapsed();
+        measured.total.push(total);
+        measured.reset_only.push(total - handled);
+        measured.pages += stats.pages_copied;
+        invocation.result.context("the guest failed a request")?;
+    }
+    Ok(measured)
 }
 
 /// Kinds of guest that run a fresh instance per request (wasi:http, commands, bare modules):
@@ -243,6 +309,7 @@ fn fresh_only(
     args: &Args,
     limits: Arc<Limits>,
     config: Arc<std::collections::BTreeMap<String, String>>,
+    warmup: &Warmup,
 ) -> anyhow::Result<ExitCode> {
     let headers: &[(&str, &[u8])] = &[
         ("host", b"bench.local"),
@@ -299,29 +366,38 @@ fn fresh_only(
     line("fresh", samples);
     // wasi:http instances are pooled and reset like edge:handler ones when they qualify.
     if let Guest::Http(handler) = guest {
-        let mut instance = handler
-            .instantiate(limits.clone(), config.clone())
-            .map_err(|f| anyhow::anyhow!("{f}"))?;
-        match instance.prepare_reset() {
-            Err(why) => println!("(no reset line: {why})"),
-            Ok(()) => {
-                let mut reset = Vec::with_capacity(args.iterations);
-                let mut reset_only = Vec::with_capacity(args.iterations);
-                for _ in 0..args.iterations {
-                    let started = Instant::now();
-                    let invocation = instance.handle(&request);
-                    let handled = started.elapsed();
-                    invocation.result.context("the guest failed a request")?;
-                    instance
-                        .reset()
-                        .map_err(|why| anyhow::anyhow!("reset failed: {why}"))?;
-                    let total = started.elapsed();
-                    reset.push(total);
-                    reset_only.push(total - handled);
-                }
-                line("reset", reset);
-                line("(reset)", reset_only);
+        let mut scenarios = vec![("reset", "(reset)", None)];
+        if !warmup.is_empty() {
+            scenarios.push(("reset-wu", "(rst-wu)", Some(warmup)));
+        }
+        for (kind, reset_kind, warmup) in scenarios {
+            let mut instance = handler
+                .instantiate(limits.clone(), config.clone())
+                .map_err(|f| anyhow::anyhow!("{f}"))?;
+            let prepared = match warmup {
+                Some(warmup) => instance.warm_up(warmup).map(drop),
+                None => Ok(()),
+            };
+            if let Err(why) = prepared.and_then(|()| instance.prepare_reset()) {
+                println!("(no {kind} line: {why})");
+                continue;
             }
+            let mut reset = Vec::with_capacity(args.iterations);
+            let mut reset_only = Vec::with_capacity(args.iterations);
+            for _ in 0..args.iterations {
+                let started = Instant::now();
+                let invocation = instance.handle(&request);
+                let handled = started.elapsed();
+                invocation.result.context("the guest failed a request")?;
+                instance
+                    .reset()
+                    .map_err(|why| anyhow::anyhow!("reset failed: {why}"))?;
+                let total = started.elapsed();
+                reset.push(total);
+                reset_only.push(total - handled);
+            }
+            line(kind, reset);
+            line(reset_kind, reset_only);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use percore_dataplane::{Counters, DeploymentSpec, InstanceMode, RouteSpec, ServeConfig, Server};
-use percore_engine::{AllowedHosts, InputPreference, Limits, OutboundPolicy};
+use percore_engine::{AllowedHosts, InputPreference, Limits, OutboundPolicy, Warmup};
 
 use crate::limits::GuestArgs;
 
@@ -52,6 +52,12 @@ pub struct Args {
     /// when there is one), `off`, or a PostgreSQL connection string (`postgres://...`).
     #[arg(long, value_name = "TARGET")]
     invocation_log: Option<String>,
+    /// A request (`PATH` or `METHOD PATH`, no body) each new instance runs before its snapshot,
+    /// where instances are reset; repeat for several, run in order. The guest sees them, and
+    /// every request then starts from the state after them (interpreted guests' first-call
+    /// work done once). Not with `--config` (there: `warmup = [...]` per deployment).
+    #[arg(long, value_name = "REQUEST", conflicts_with = "config_file")]
+    warmup: Vec<String>,
     /// Send requests through the portable path instead of the input region.
     #[arg(long)]
     portable: bool,
@@ -156,6 +162,8 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
                 ),
             };
             let outbound = Arc::new(outbound_policy(&d, &defaults.outbound)?);
+            let warmup =
+                Warmup::parse(&d.warmup).with_context(|| format!("deployment `{}`", d.name))?;
             Ok(DeploymentSpec {
                 component,
                 routes: d
@@ -175,6 +183,7 @@ fn from_file(path: &Path, args: &Args) -> anyhow::Result<ServeConfig> {
                     ..defaults.clone()
                 },
                 kind,
+                warmup,
                 config: d.config,
                 name: d.name,
                 max_instances_per_core: percore_dataplane::DEFAULT_MAX_INSTANCES_PER_CORE,
@@ -352,6 +361,7 @@ fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
     let single = args.components.len() == 1;
     let limits = args.guest.limits()?;
     let config_values = args.guest.config()?;
+    let warmup = Warmup::parse(&args.warmup)?;
     let deployments = args
         .components
         .iter()
@@ -386,6 +396,7 @@ fn from_args(args: &Args) -> anyhow::Result<ServeConfig> {
                 config: config_values.clone(),
                 max_instances_per_core: percore_dataplane::DEFAULT_MAX_INSTANCES_PER_CORE,
                 kind: None,
+                warmup: warmup.clone(),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

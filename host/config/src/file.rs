@@ -106,6 +106,9 @@ pub struct Deployment {
     pub max_outbound_per_request: Option<u32>,
     /// `max_outbound_response_mb`, in bytes.
     pub max_outbound_response: Option<usize>,
+    /// `warmup` as written: requests (`PATH` or `METHOD PATH`) each new instance runs before
+    /// its snapshot (checked by the host, which parses them).
+    pub warmup: Vec<String>,
 }
 
 /// A route: a path prefix starting with `/`, on one host or on any.
@@ -185,6 +188,8 @@ struct FileDeployment {
     outbound_timeout_ms: Option<u64>,
     max_outbound_per_request: Option<u32>,
     max_outbound_response_mb: Option<usize>,
+    #[serde(default)]
+    warmup: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -336,6 +341,7 @@ fn deployment(d: FileDeployment) -> Result<Deployment, String> {
             .transpose()
             .map_err(at)?,
         allowed_outbound_hosts: d.allowed_outbound_hosts,
+        warmup: d.warmup,
         component: d.component,
         routes,
         config: d.config,

@@ -38,6 +38,10 @@ pub struct DeployRequest {
     /// when absent.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
+    /// Requests each new instance runs before its snapshot, where instances are reset:
+    /// `PATH` or `METHOD PATH` (no body), at most [`percore_engine::MAX_WARMUP_REQUESTS`].
+    #[serde(default)]
+    pub warmup: Vec<String>,
     /// The kind of guest, if the caller states it (`edge`, `wasi-http`, `cgi`, `bare`); it is
     /// told from the component otherwise, and a stated kind must match what is found.
     #[serde(default)]

@@ -11,7 +11,7 @@ use percore_dataplane::{
 };
 use percore_engine::{
     AllowedHosts, ArtifactCache, Cached, Engine, EngineConfig, GuestKind, Limits, NotResettable,
-    OutboundPolicy,
+    OutboundPolicy, Warmup,
 };
 use percore_rt::notify::Notifier;
 use serde_json::{Value, json};
@@ -284,6 +284,8 @@ impl Plane {
                 config: row.doc.config.clone(),
                 max_instances_per_core: max_instances,
                 kind: None,
+                // Checked when deployed; a stored list that no longer parses warms nothing up.
+                warmup: Warmup::parse(&row.doc.warmup).unwrap_or_default(),
             },
             artifact: row.artifact.clone(),
             resettable,
@@ -434,6 +436,9 @@ impl Plane {
             config: request.config,
             limits: request.limits,
             allowed_outbound_hosts: request.allowed_outbound_hosts,
+            warmup: percore_engine::Warmup::parse(&request.warmup)
+                .map_err(|e| fail(400, e.to_string()))?
+                .to_strings(),
             kind: None,
             oci: None,
         };

@@ -68,6 +68,9 @@ pub struct DeploymentDoc {
     /// Origins the guest may send HTTP requests to (Spin's syntax; none when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_outbound_hosts: Vec<String>,
+    /// Requests each new instance runs before its snapshot, as `METHOD PATH` (none when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warmup: Vec<String>,
     /// The kind of guest found at deploy (`edge`, `wasi-http@0.2`, `cgi`, `bare`); absent in
     /// rows written before kinds existed, which are all `edge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -324,6 +327,7 @@ impl Store {
                             config: Default::default(),
                             limits: Default::default(),
                             allowed_outbound_hosts: Vec::new(),
+                            warmup: Vec::new(),
                             kind: None,
                             oci: None,
                         },

@@ -239,9 +239,12 @@ impl Server {
         for ready in &artifacts {
             let mode = match backend::native::Native::named(&ready.artifact) {
                 Some(_) => "native".to_owned(),
-                None => {
-                    backend::describe_instances(ready.kind, config.instances, &ready.resettable)
-                }
+                None => backend::describe_instances(
+                    ready.kind,
+                    config.instances,
+                    &ready.resettable,
+                    &ready.spec.warmup,
+                ),
             };
             tracing::info!(deployment = %ready.spec.name, kind = %ready.kind, instances = %mode, "deployment ready");
         }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use percore_engine::{
-    Fault, Handler, HttpHandler, HttpInstance, Instance, Limits, NotResettable, ResetError,
-    ResetStats,
+    Fault, Handler, HttpHandler, HttpInstance, InputPreference, Instance, Limits, NotResettable,
+    ResetError, ResetStats, Warmup,
 };
 
 use crate::InstanceMode;
@@ -28,6 +28,8 @@ pub(crate) trait Pooled: Sized {
         limits: &Arc<Limits>,
         config: &Arc<BTreeMap<String, String>>,
     ) -> Result<Self, Fault>;
+    /// Run the deployment's warm-up requests, before the snapshot.
+    fn warm_up(&mut self, warmup: &Warmup, input: InputPreference) -> Result<(), ResetError>;
     fn prepare_reset(&mut self) -> Result<(), ResetError>;
     fn reset(&mut self) -> Result<ResetStats, ResetError>;
     fn is_usable(&self) -> bool;
@@ -42,6 +44,9 @@ impl Pooled for Instance {
         config: &Arc<BTreeMap<String, String>>,
     ) -> Result<Self, Fault> {
         handler.instantiate(limits.clone(), config.clone())
+    }
+    fn warm_up(&mut self, warmup: &Warmup, input: InputPreference) -> Result<(), ResetError> {
+        Instance::warm_up(self, warmup, input).map(drop)
     }
     fn prepare_reset(&mut self) -> Result<(), ResetError> {
         Instance::prepare_reset(self)
@@ -65,6 +70,9 @@ impl Pooled for HttpInstance {
         config: &Arc<BTreeMap<String, String>>,
     ) -> Result<Self, Fault> {
         handler.instantiate(limits.clone(), config.clone())
+    }
+    fn warm_up(&mut self, warmup: &Warmup, _: InputPreference) -> Result<(), ResetError> {
+        HttpInstance::warm_up(self, warmup).map(drop)
     }
     fn prepare_reset(&mut self) -> Result<(), ResetError> {
         HttpInstance::prepare_reset(self)
@@ -99,6 +107,10 @@ pub(crate) struct InstancePool<I = Instance> {
     fresh_because: Option<NotResettable>,
     idle: Vec<I>,
     max_idle: usize,
+    /// Requests each new instance runs before its snapshot (reset mode only).
+    warmup: Warmup,
+    /// How requests (and so the warm-up requests) reach the guest.
+    input: InputPreference,
     /// Pooled instances in reset mode skip the reset (the suite's misbehaviour tests).
     #[cfg(feature = "misbehave")]
     pub(crate) skip_reset: bool,
@@ -136,25 +148,40 @@ impl<I: Pooled> InstancePool<I> {
             fresh_because,
             idle: Vec::new(),
             max_idle,
+            warmup: Warmup::default(),
+            input: InputPreference::default(),
             #[cfg(feature = "misbehave")]
             skip_reset: false,
         }
     }
 
-    /// How requests run, for the log: `reset`, `keep`, `fresh`, or `fresh (cannot be reset:
-    /// why)`.
+    /// Have each new instance run `warmup` (sent as `input` says) before its snapshot, in
+    /// reset mode; in the other modes there is no snapshot to keep its work.
+    pub(crate) fn with_warmup(mut self, warmup: Warmup, input: InputPreference) -> Self {
+        self.warmup = warmup;
+        self.input = input;
+        self
+    }
+
+    /// How requests run, for the log: `reset`, `reset (after N warm-up requests)`, `keep`,
+    /// `fresh`, or `fresh (cannot be reset: why)`.
     pub(crate) fn describe(&self) -> String {
         match (self.policy, &self.fresh_because) {
             (Policy::Fresh, Some(why)) => format!("fresh (cannot be reset: {why})"),
             (Policy::Fresh, None) => "fresh".into(),
+            (Policy::Reset, _) if !self.warmup.is_empty() => {
+                let n = self.warmup.requests().len();
+                let s = if n == 1 { "" } else { "s" };
+                format!("reset (after {n} warm-up request{s})")
+            }
             (Policy::Reset, _) => "reset".into(),
             (Policy::Keep, _) => "keep".into(),
         }
     }
 
-    /// An instance for one request: an idle one, else a new one (with its snapshot taken in
-    /// reset mode). If a snapshot cannot be taken, the pool serves fresh instances from then
-    /// on, and this request still gets an instance.
+    /// An instance for one request: an idle one, else a new one (warmed up, then with its
+    /// snapshot taken, in reset mode). If the warm-up or the snapshot fails, the pool serves
+    /// fresh instances from then on, and this request still gets an instance.
     pub(crate) fn take(
         &mut self,
         handler: &I::Source,
@@ -172,7 +199,9 @@ impl<I: Pooled> InstancePool<I> {
         counters.instances_created += 1;
         let mut instance = I::create(handler, limits, config)?;
         if self.policy == Policy::Reset
-            && let Err(why) = instance.prepare_reset()
+            && let Err(why) = instance
+                .warm_up(&self.warmup, self.input)
+                .and_then(|()| instance.prepare_reset())
         {
             // It would fail again: serve this deployment fresh from now on.
             tracing::warn!(

@@ -35,6 +35,9 @@ pub struct DeploymentSpec {
     /// The kind of guest the configuration states, if it does (it is told from the binary
     /// otherwise, and must match).
     pub kind: Option<percore_engine::GuestKind>,
+    /// Requests each new instance runs before its snapshot, where instances are reset (none by
+    /// default; see [`percore_engine::Warmup`]).
+    pub warmup: percore_engine::Warmup,
 }
 
 /// Default of [`DeploymentSpec::max_instances_per_core`].
@@ -168,6 +171,7 @@ mod tests {
             config: BTreeMap::new(),
             max_instances_per_core: DEFAULT_MAX_INSTANCES_PER_CORE,
             kind: None,
+            warmup: Default::default(),
         }
     }
 

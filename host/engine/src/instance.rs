@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use percore_rt::host_memory::{HostMemoryStore, ResetStats, SnapshotError};
+use percore_rt::host_memory::{HostMemoryStore, ResetStats};
 use wasmtime::component::Component;
 
 use crate::globals::{self, BoundResets, GlobalResets, Step};
 mod exports;
 mod outcome;
+mod reset_error;
 use crate::budget::{call_cpu, classify, new_store, start_clock};
 use crate::host::HostState;
 use crate::response_check::check_response;
@@ -17,6 +18,7 @@ use crate::running::{Running, TimeSlice, block_on};
 use crate::{Engine, Error, Fault, Limits, NotResettable, Request, Response};
 use exports::{Exports, Pre};
 pub use outcome::{CallStats, Invocation};
+pub use reset_error::ResetError;
 
 /// Region capacity asked for at first use: small requests fit, and a fresh instance touches
 /// one page for it.
@@ -44,36 +46,6 @@ pub enum InputPreference {
     Region,
     /// Always the portable path.
     Portable,
-}
-
-/// Why an instance could not take its snapshot or go back to it.
-#[derive(Debug, thiserror::Error)]
-pub enum ResetError {
-    /// The instance cannot be reset in place (it does not have exactly one linear memory).
-    #[error(transparent)]
-    NotResettable(#[from] NotResettable),
-    /// The guest failed when asked for its input region, before the snapshot.
-    #[error("reserving the input region failed: {0}")]
-    Region(Fault),
-    /// The snapshot could not be taken.
-    #[error(transparent)]
-    Snapshot(SnapshotError),
-    /// The instance faulted since its snapshot.
-    #[error("the instance faulted")]
-    Faulted,
-    /// [`Instance::prepare_reset`] has not succeeded on this instance.
-    #[error("the instance has no snapshot")]
-    NoSnapshot,
-    /// The memory could not be brought back to the snapshot (it grew, typically).
-    #[error(transparent)]
-    Restore(SnapshotError),
-    /// Saving the mutable globals, or putting them back, failed.
-    #[error("saving or restoring the mutable globals failed: {0}")]
-    Globals(String),
-    /// The request left resources (bodies, streams) in the host's table: a reset restores
-    /// memory only, so the instance is replaced.
-    #[error("the request left resources in the host's table")]
-    ResourcesLeft,
 }
 
 /// A component that passed every check and is linked, ready to instantiate cheaply.
@@ -242,11 +214,15 @@ impl Instance {
     }
 
     /// Take the snapshot that [`Instance::reset`] returns to: the state right after
-    /// instantiation, with the input region already reserved (so it is part of the clean state).
+    /// instantiation (and the deployment's warm-up, [`Instance::warm_up`]), with the input
+    /// region already reserved (so it is part of the clean state).
     ///
     /// Only for components that pass [`crate::check_resettable`]: a reset restores linear memory
     /// and nothing else. On error the instance is still usable once, as a fresh instance.
     pub fn prepare_reset(&mut self) -> Result<(), ResetError> {
+        if !self.usable {
+            return Err(ResetError::Faulted);
+        }
         let memories = self.memories.memory_count();
         if memories != 1 {
             return Err(NotResettable::MemoryCount(memories).into());

@@ -35,6 +35,7 @@ mod running;
 mod state;
 mod ticker;
 mod validate;
+mod warmup;
 mod wasi;
 mod wasi_http;
 
@@ -58,6 +59,7 @@ pub use percore_rt::host_memory::{ResetStats, SnapshotError};
 pub use running::{Running, TimeSlice};
 pub use state::{NotResettable, check_resettable};
 pub use ticker::EpochTicker;
+pub use warmup::{MAX_WARMUP_REQUESTS, WARMUP_HEADERS, Warmup, WarmupError, WarmupRequest};
 pub use wasi_http::{HttpHandler, HttpInstance};
 
 use std::borrow::Cow;

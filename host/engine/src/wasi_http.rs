@@ -169,9 +169,17 @@ impl HttpInstance {
     /// Take the snapshot [`HttpInstance::reset`] returns to. Only for components that pass
     /// [`crate::check_resettable`].
     pub fn prepare_reset(&mut self) -> Result<(), ResetError> {
+        if !self.usable {
+            return Err(ResetError::Faulted);
+        }
         let memories = self.memories.memory_count();
         if memories != 1 {
             return Err(NotResettable::MemoryCount(memories).into());
+        }
+        // A warm-up request that left a resource behind would leave it in every reset.
+        if !self.memories.store_ref().data().table.is_empty() {
+            self.usable = false;
+            return Err(ResetError::ResourcesLeft);
         }
         if let Err(e) = globals::run(self.globals.as_ref(), self.memories.store(), Step::Save) {
             self.usable = false;

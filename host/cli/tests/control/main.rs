@@ -30,6 +30,7 @@ mod oci;
 mod outbound;
 mod restart;
 mod startup;
+mod warmup;
 
 /// A running `percore serve` with an admin API, killed when dropped.
 pub(crate) struct Host {

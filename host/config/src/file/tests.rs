@@ -26,6 +26,7 @@ timeout_ms = 2000
 max_response_mb = 1
 routes = [{ path = "/api" }, { host = "example.com", path = "/" }]
 config = { greeting = "hi" }
+warmup = ["/", "POST /api"]
 
 [[deployment]]
 name = "site"
@@ -43,6 +44,8 @@ component = "oci://registry.local/site:1"
     assert_eq!(api.routes[1].host.as_deref(), Some("example.com"));
     assert_eq!(config.deployments[1].routes[0].path_prefix, "/");
     assert_eq!(config.deployments[1].memory_bytes, None);
+    assert_eq!(api.warmup, ["/", "POST /api"]);
+    assert!(config.deployments[1].warmup.is_empty());
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! What the admin API shows of the deployments, and where `/invoke` sends a deployment's calls.
 
 use percore_dataplane::{InstanceMode, Ready};
-use percore_engine::{GuestKind, NotResettable};
+use percore_engine::{GuestKind, NotResettable, Warmup};
 use serde_json::{Value, json};
 
 use super::{Failure, Plane, fail};
@@ -19,9 +19,11 @@ impl Plane {
             "limits": row.doc.limits,
             "kind": row.doc.kind.as_deref().unwrap_or("edge"),
             "oci": row.doc.oci,
+            "warmup": row.doc.warmup,
             "instances": instances(
                 row.doc.kind.as_deref().and_then(|k| k.parse().ok()).unwrap_or(GuestKind::Edge),
                 row.not_resettable.as_deref(),
+                &Warmup::parse(&row.doc.warmup).unwrap_or_default(),
             ),
             "created": row.created,
             "updated": row.updated,
@@ -37,10 +39,12 @@ impl Plane {
             "routes": ready.spec.routes.iter().map(|r| json!({"host": r.host, "path": r.path_prefix})).collect::<Vec<_>>(),
             "config": ready.spec.config,
             "kind": ready.kind.as_str(),
+            "warmup": ready.spec.warmup.to_strings(),
             "instances": percore_dataplane::describe_instances(
                 ready.kind,
                 InstanceMode::default(),
                 &ready.resettable,
+                &ready.spec.warmup,
             ),
         })
     }
@@ -121,10 +125,10 @@ impl Plane {
 }
 
 /// How a deployment's requests run (in the default instance mode), as `percore ls` shows it.
-fn instances(kind: GuestKind, not_resettable: Option<&str>) -> String {
+fn instances(kind: GuestKind, not_resettable: Option<&str>, warmup: &Warmup) -> String {
     let resettable = match not_resettable {
         None => Ok(()),
         Some(why) => Err(NotResettable::Recorded(why.to_owned())),
     };
-    percore_dataplane::describe_instances(kind, InstanceMode::default(), &resettable)
+    percore_dataplane::describe_instances(kind, InstanceMode::default(), &resettable, warmup)
 }

@@ -9,6 +9,7 @@ fn doc(path: &str) -> DeploymentDoc {
         config: Default::default(),
         limits: LimitsDoc::default(),
         allowed_outbound_hosts: Vec::new(),
+        warmup: Vec::new(),
         kind: None,
         oci: None,
     }
@@ -18,6 +19,10 @@ fn doc(path: &str) -> DeploymentDoc {
 fn deployments_round_trip_and_versions_count_up() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
+    let warmed = DeploymentDoc {
+        warmup: vec!["GET /".into(), "POST /x".into()],
+        ..doc("/a2")
+    };
     {
         let mut store = Store::open(&path).unwrap();
         let a = store
@@ -36,7 +41,7 @@ fn deployments_round_trip_and_versions_count_up() {
             .unwrap();
         assert_eq!(b.id, FIRST_ID + 1);
         let a2 = store
-            .put("a", "h3", Path::new("/x/c.cwasm"), None, &doc("/a2"), 12)
+            .put("a", "h3", Path::new("/x/c.cwasm"), None, &warmed, 12)
             .unwrap();
         assert_eq!((a2.id, a2.version, a2.created), (FIRST_ID, 2, 10));
     }
@@ -44,7 +49,7 @@ fn deployments_round_trip_and_versions_count_up() {
     let all = store.deployments().unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].component, "h3");
-    assert_eq!(all[0].doc, doc("/a2"));
+    assert_eq!(all[0].doc, warmed);
     assert_eq!(all[1].not_resettable.as_deref(), Some("why"));
     assert!(store.remove("a").unwrap());
     assert!(!store.remove("a").unwrap());

@@ -66,7 +66,8 @@ impl EdgeHandler {
                 config.instances,
                 &ready.resettable,
                 spec.max_instances_per_core,
-            ),
+            )
+            .with_warmup(spec.warmup.clone(), config.input),
             limits: Arc::new(spec.limits.clone()),
             config: Arc::new(spec.config.clone()),
             input: config.input,

@@ -37,7 +37,8 @@ impl HttpBackend {
                 config.instances,
                 &ready.resettable,
                 ready.spec.max_instances_per_core,
-            ),
+            )
+            .with_warmup(ready.spec.warmup.clone(), config.input),
             limits: Arc::new(ready.spec.limits.clone()),
             config: Arc::new(ready.spec.config.clone()),
         })

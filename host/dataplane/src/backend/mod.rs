@@ -407,20 +407,24 @@ impl Drop for StreamPermit {
     }
 }
 
-/// How a deployment's requests run in instance mode `mode`: `reset`, `keep`, `fresh (why)`
-/// (for the log at start, and the control plane's listing).
+/// How a deployment's requests run in instance mode `mode`: `reset`, `reset (after N warm-up
+/// requests)`, `keep`, `fresh (why)` (for the log at start, and the control plane's listing).
 pub fn describe_instances(
     kind: GuestKind,
     mode: crate::InstanceMode,
     resettable: &Result<(), percore_engine::NotResettable>,
+    warmup: &percore_engine::Warmup,
 ) -> String {
+    let input = percore_engine::InputPreference::default();
     match kind {
         GuestKind::Edge => {
             crate::pool::InstancePool::<percore_engine::Instance>::new(mode, resettable, 0)
+                .with_warmup(warmup.clone(), input)
                 .describe()
         }
         GuestKind::HttpP2 | GuestKind::HttpP3 => {
             crate::pool::InstancePool::<percore_engine::HttpInstance>::new(mode, resettable, 0)
+                .with_warmup(warmup.clone(), input)
                 .describe()
         }
         GuestKind::Cgi => "fresh (a command runs once per request)".into(),

@@ -33,6 +33,7 @@ fn spec(name: &str, component: PathBuf) -> DeploymentSpec {
         config: Default::default(),
         max_instances_per_core: DEFAULT_MAX_INSTANCES_PER_CORE,
         kind: None,
+        warmup: Default::default(),
     }
 }
 

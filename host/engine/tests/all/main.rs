@@ -9,6 +9,7 @@ mod hostile;
 mod kinds;
 mod reset;
 mod slices;
+mod warmup;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
