@@ -221,6 +221,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut lines = vec![("fresh", fresh), ("reused", reused)];
         let mut pages = Vec::new();
         for (kind, measured) in resets {
+            let Some(measured) = measured else { continue };
             lines.push((kind, measured.total));
             lines.push((
                 if kind == "reset" {
@@ -263,7 +264,8 @@ struct Resets {
 }
 
 /// `iterations` requests on one instance reset to its snapshot after each, the snapshot taken
-/// right after instantiation or after `warmup`.
+/// right after instantiation or after `warmup`. `None` (and why, printed) if the snapshot
+/// cannot be taken.
 fn measure_reset(
     handler: &Handler,
     limits: &Arc<Limits>,
@@ -272,14 +274,23 @@ fn measure_reset(
     preference: InputPreference,
     warmup: Option<&Warmup>,
     iterations: usize,
-) -> anyhow::Result<Resets> {
+) -> anyhow::Result<Option<Resets>> {
     let mut instance = handler
         .instantiate(limits.clone(), config.clone())
         .map_err(|f| anyhow::anyhow!("{f}"))?;
-    if let Some(warmup) = warmup {
-        instance.warm_up(warmup, preference)?;
+    let prepared = match warmup {
+        Some(warmup) => instance.warm_up(warmup, preference).map(drop),
+        None => Ok(()),
+    };
+    if let Err(why) = prepared.and_then(|()| instance.prepare_reset()) {
+        let kind = if warmup.is_some() {
+            "reset-wu"
+        } else {
+            "reset"
+        };
+        println!("(no {kind} line: {why})");
+        return Ok(None);
     }
-    instance.prepare_reset()?;
     let mut measured = Resets {
         total: Vec::with_capacity(iterations),
         reset_only: Vec::with_capacity(iterations),
@@ -298,7 +309,7 @@ fn measure_reset(
         measured.pages += stats.pages_copied;
         invocation.result.context("the guest failed a request")?;
     }
-    Ok(measured)
+    Ok(Some(measured))
 }
 
 /// Kinds of guest that run a fresh instance per request (wasi:http, commands, bare modules):

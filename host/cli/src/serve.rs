@@ -56,7 +56,12 @@ pub struct Args {
     /// where instances are reset; repeat for several, run in order. The guest sees them, and
     /// every request then starts from the state after them (interpreted guests' first-call
     /// work done once). Not with `--config` (there: `warmup = [...]` per deployment).
-    #[arg(long, value_name = "REQUEST", conflicts_with = "config_file")]
+    #[arg(
+        long,
+        value_name = "REQUEST",
+        conflicts_with = "config_file",
+        requires = "components"
+    )]
     warmup: Vec<String>,
     /// Send requests through the portable path instead of the input region.
     #[arg(long)]

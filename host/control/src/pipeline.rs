@@ -477,6 +477,15 @@ impl Plane {
                 .to_string(),
             ));
         }
+        if !doc.warmup.is_empty() && !matches!(kind, GuestKind::Edge | GuestKind::HttpP2) {
+            return Err(fail(
+                400,
+                format!(
+                    "a warm-up runs before an instance's snapshot, and a {kind} guest's \
+                     instances are not reset: only edge and wasi-http guests take one"
+                ),
+            ));
+        }
         doc.kind = Some(kind.as_str().to_owned());
         let resettable = percore_engine::check_resettable(&bytes);
         let not_resettable = resettable.as_ref().err().map(ToString::to_string);

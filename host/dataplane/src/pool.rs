@@ -209,7 +209,8 @@ impl<I: Pooled> InstancePool<I> {
                 "instances cannot be reset, serving fresh ones: {why}"
             );
             self.policy = Policy::Fresh;
-            if !instance.is_usable() {
+            // One that ran warm-up requests is not fresh either.
+            if !instance.is_usable() || !self.warmup.is_empty() {
                 instance = I::create(handler, limits, config)?;
             }
         }

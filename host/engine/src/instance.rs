@@ -213,12 +213,18 @@ impl Instance {
         self.requests
     }
 
+    /// The store's host state, between calls.
+    pub(crate) fn state_mut(&mut self) -> &mut HostState {
+        self.memories.store().data_mut()
+    }
+
     /// Take the snapshot that [`Instance::reset`] returns to: the state right after
     /// instantiation (and the deployment's warm-up, [`Instance::warm_up`]), with the input
     /// region already reserved (so it is part of the clean state).
     ///
     /// Only for components that pass [`crate::check_resettable`]: a reset restores linear memory
-    /// and nothing else. On error the instance is still usable once, as a fresh instance.
+    /// and nothing else. On error the instance may still be usable once (as a fresh instance if
+    /// no warm-up ran on it).
     pub fn prepare_reset(&mut self) -> Result<(), ResetError> {
         if !self.usable {
             return Err(ResetError::Faulted);

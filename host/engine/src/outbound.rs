@@ -266,6 +266,13 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 impl HostState {
+    /// Whether the guest's outbound requests are sent (the default) or end `unavailable` at
+    /// once: off for calls run to completion outside the core's event loop (a warm-up), which
+    /// would otherwise wait forever on a client that only that loop drives.
+    pub(crate) fn set_outbound_available(&mut self, available: bool) {
+        self.outbound.unavailable = !available;
+    }
+
     /// One outbound request of the call in progress: counted, checked, sent; the wait is
     /// timed. The request's wall deadline bounds the wait.
     pub(crate) async fn fetch_outbound(
@@ -277,7 +284,9 @@ impl HostState {
     ) -> Result<OutboundResponse, OutboundError> {
         let policy = self.limits.outbound.clone();
         self.outbound_stats.requests += 1;
-        let result = if self.outbound_stats.requests > policy.max_per_request {
+        let result = if self.outbound.unavailable {
+            Err(OutboundError::Unavailable)
+        } else if self.outbound_stats.requests > policy.max_per_request {
             Err(OutboundError::TooMany)
         } else {
             let deadline = self.clock.wall_start + self.limits.wall_deadline;
@@ -313,6 +322,8 @@ pub(crate) struct WasiHooks {
     stats: Arc<Mutex<OutboundStats>>,
     /// A request was made since the last call started (`stats` needs resetting).
     used: bool,
+    /// Requests end `unavailable` at once (see [`HostState::set_outbound_available`]).
+    pub(crate) unavailable: bool,
 }
 
 impl std::fmt::Debug for WasiHooks {
@@ -331,6 +342,7 @@ impl WasiHooks {
             deadline: Instant::now(),
             stats: Arc::default(),
             used: false,
+            unavailable: false,
         }
     }
 
@@ -371,8 +383,11 @@ impl WasiHttpHooks for WasiHooks {
             stats.requests += 1;
             stats.requests > policy.max_per_request
         };
+        let unavailable = self.unavailable;
         Box::new(async move {
-            let result = if over {
+            let result = if unavailable {
+                Err(OutboundError::Unavailable)
+            } else if over {
                 Err(OutboundError::TooMany)
             } else {
                 wasi_fetch(request, &policy, deadline, &stats).await

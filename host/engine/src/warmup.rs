@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// Most warm-up requests one deployment may ask for (each runs on every new instance).
-pub const MAX_WARMUP_REQUESTS: usize = 32;
+pub const MAX_WARMUP_REQUESTS: usize = 16;
 
 /// Longest path of a warm-up request, in bytes.
 const MAX_PATH: usize = 8 << 10;
@@ -44,10 +44,10 @@ pub enum WarmupError {
     /// A method with characters HTTP does not allow in one.
     #[error("warm-up request `{0}`: the method is not an HTTP token")]
     Method(String),
-    /// A path that does not start with `/`, or holds spaces or control characters.
+    /// A path that does not start with `/`, or holds other than visible ASCII.
     #[error(
-        "warm-up request `{0}`: the path must start with `/` and hold no spaces or control \
-         characters (at most {MAX_PATH} bytes)"
+        "warm-up request `{0}`: the path must start with `/` and be visible ASCII \
+         (percent-encoded where needed, at most {MAX_PATH} bytes)"
     )]
     Path(String),
     /// More requests than [`MAX_WARMUP_REQUESTS`].
@@ -72,7 +72,11 @@ impl WarmupRequest {
         if !method.chars().all(is_token_char) {
             return Err(WarmupError::Method(text.trim().to_owned()));
         }
-        if !path.starts_with('/') || path.len() > MAX_PATH || path.chars().any(|c| c.is_control()) {
+        // Visible ASCII: what any guest's HTTP types (wasi:http's `http::Uri` among them) take.
+        if !path.starts_with('/')
+            || path.len() > MAX_PATH
+            || !path.bytes().all(|b| b.is_ascii_graphic())
+        {
             return Err(WarmupError::Path(text.trim().to_owned()));
         }
         Ok(Self {
@@ -160,12 +164,18 @@ impl Instance {
     /// Run the deployment's warm-up requests on this new instance, the way its requests will
     /// run (`preference`); then [`Instance::prepare_reset`] takes the snapshot with their work
     /// in it. Returns the responses. After an error the instance is unusable.
+    ///
+    /// Outbound HTTP requests end `unavailable`: a warm-up runs to completion outside the
+    /// core's event loop, which is what drives the outbound client.
     pub fn warm_up(
         &mut self,
         warmup: &Warmup,
         preference: InputPreference,
     ) -> Result<Vec<Response>, ResetError> {
-        warmup.run(|request| self.handle(request, preference))
+        self.state_mut().set_outbound_available(false);
+        let result = warmup.run(|request| self.handle(request, preference));
+        self.state_mut().set_outbound_available(true);
+        result
     }
 }
 
@@ -173,8 +183,13 @@ impl HttpInstance {
     /// Run the deployment's warm-up requests on this new instance; then
     /// [`HttpInstance::prepare_reset`] takes the snapshot with their work in it. Returns the
     /// responses. After an error the instance is unusable.
+    ///
+    /// Outbound HTTP requests end `unavailable`, as in [`Instance::warm_up`].
     pub fn warm_up(&mut self, warmup: &Warmup) -> Result<Vec<Response>, ResetError> {
-        warmup.run(|request| self.handle(request))
+        self.state_mut().set_outbound_available(false);
+        let result = warmup.run(|request| self.handle(request));
+        self.state_mut().set_outbound_available(true);
+        result
     }
 }
 
@@ -203,6 +218,7 @@ mod tests {
         assert_eq!(err("G(T /"), WarmupError::Method("G(T /".into()));
         assert_eq!(err("GET api"), WarmupError::Path("GET api".into()));
         assert_eq!(err("/a\u{7}b"), WarmupError::Path("/a\u{7}b".into()));
+        assert_eq!(err("/café"), WarmupError::Path("/café".into()));
         let long = format!("/{}", "a".repeat(MAX_PATH));
         assert!(matches!(err(&long), WarmupError::Path(_)));
         let many = vec!["/"; MAX_WARMUP_REQUESTS + 1];

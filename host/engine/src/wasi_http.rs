@@ -166,6 +166,11 @@ impl HttpInstance {
         self.requests
     }
 
+    /// The store's host state, between calls.
+    pub(crate) fn state_mut(&mut self) -> &mut HostState {
+        self.memories.store().data_mut()
+    }
+
     /// Take the snapshot [`HttpInstance::reset`] returns to. Only for components that pass
     /// [`crate::check_resettable`].
     pub fn prepare_reset(&mut self) -> Result<(), ResetError> {

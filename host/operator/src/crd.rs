@@ -47,6 +47,12 @@ pub struct PercoreAppSpec {
     /// Limits per request and per core; absent values take each host's defaults.
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
     pub limits: Limits,
+    /// Requests (`PATH` or `METHOD PATH`, no body) each new instance runs before its snapshot,
+    /// where a host resets instances: every request then starts from the state they left (an
+    /// interpreted guest's first-call work done once). None by default; at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub warmup: Vec<String>,
     /// Which hosts serve the app, by the labels of their pods (default: every host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_selector: Option<HostSelector>,

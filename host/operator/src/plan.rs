@@ -51,6 +51,9 @@ pub struct Actual {
     pub limits: LimitsDoc,
     #[serde(default)]
     pub oci: Option<OciDoc>,
+    /// As the host keeps it: `METHOD PATH`.
+    #[serde(default)]
+    pub warmup: Vec<String>,
 }
 
 /// The component of a deploy request.
@@ -68,6 +71,9 @@ pub struct Desired {
     pub limits: LimitsDoc,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Written as a host keeps it (`METHOD PATH`), so that it compares with what hosts show.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warmup: Vec<String>,
 }
 
 /// The name of an app's deployment on a host: `<namespace>-<name>`, in the characters a host
@@ -157,7 +163,18 @@ pub fn desired(
         config,
         limits,
         kind: spec.kind.map(|k| k.as_str().to_owned()),
+        warmup: spec.warmup.iter().map(|w| warmup_as_kept(w)).collect(),
     })
+}
+
+/// A warm-up request as a host keeps it: a path alone is a `GET`, spaces collapse. Anything
+/// else is sent as written, and the host refuses it with its reason.
+fn warmup_as_kept(request: &str) -> String {
+    match request.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [path] => format!("GET {path}"),
+        [method, path] => format!("{method} {path}"),
+        _ => request.to_owned(),
+    }
 }
 
 /// What to do on one host.
@@ -200,6 +217,7 @@ fn matches(d: &Desired, a: &Actual) -> bool {
         && a.routes == d.routes
         && a.config == d.config
         && a.limits == d.limits
+        && a.warmup == d.warmup
 }
 
 fn bare(reference: &str) -> &str {

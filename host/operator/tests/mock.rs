@@ -69,6 +69,7 @@ impl AdminApi for Fake {
                 reference: desired.component.oci.clone(),
                 digest: "sha256:feed".into(),
             }),
+            warmup: desired.warmup.clone(),
         };
         held.insert(key, actual.clone());
         Ok(actual)
@@ -336,6 +337,7 @@ async fn config_from_a_secret_and_a_host_selector_are_honoured() {
         config: BTreeMap::new(),
         limits: Default::default(),
         kind: None,
+        warmup: Vec::new(),
     };
     let b = HostRef {
         name: "host-b".into(),
@@ -358,6 +360,7 @@ async fn config_from_a_secret_and_a_host_selector_are_honoured() {
             },
         }],
         limits: Default::default(),
+        warmup: Vec::new(),
         host_selector: Some(HostSelector {
             match_labels: BTreeMap::from([("pool".to_owned(), "edge".to_owned())]),
         }),

@@ -70,10 +70,49 @@ fn a_deployment_with_a_warm_up_serves_every_request_from_the_warmed_state() {
         );
     }
     assert!(host.ls().iter().all(|(name, _)| name != "bad"));
+    // A command's instances are never reset: there is nothing for a warm-up to do.
+    let out = host.cli(&[
+        "deploy", &guest("upper-cgi"), "--name", "cgi", "--route", "/cgi", "--warmup", "/",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("only edge and wasi-http guests take one"),
+        "{stderr}"
+    );
+
+    // A warm-up that faults: the host says which request, and serves fresh instances.
+    host.cli_ok(&[
+        "deploy", &guest("hostile"), "--name", "hostile", "--route", "/hostile", "--warmup",
+        "/ok", "--warmup", "/panic",
+    ]);
+    for _ in 0..4 {
+        assert_eq!(host.request("GET", "/hostile/ok", None), (200, "ok".into()));
+    }
+    let log = host.log();
+    assert!(
+        log.contains("warm-up request `GET /panic` failed") && log.contains("serving fresh"),
+        "{log}"
+    );
     host.stop();
 
     let host = Host::start(&state, &[]);
     assert_eq!(host.request("GET", "/warm/count", None), (200, "3".into()));
     assert_eq!(shown(&host, "warm").1, "reset (after 2 warm-up requests)");
+    host.stop();
+}
+
+#[test]
+fn kept_instances_run_no_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::start(&dir.path().join("state"), &["--instances", "keep"]);
+    host.cli_ok(&[
+        "deploy", &guest("stateful"), "--name", "kept", "--route", "/kept", "--warmup", "/count",
+    ]);
+    // One instance per core keeps counting from 0: no warm-up request ran on it.
+    let mut counts: Vec<u64> = (0..4)
+        .map(|_| host.request("GET", "/kept/count", None).1.parse().unwrap())
+        .collect();
+    counts.sort();
+    assert_eq!(counts[0], 1, "{counts:?}");
     host.stop();
 }

@@ -9,6 +9,7 @@ fn spec(component: &str) -> PercoreAppSpec {
         config: BTreeMap::new(),
         config_from: Vec::new(),
         limits: Limits::default(),
+        warmup: Vec::new(),
         host_selector: None,
     }
 }
@@ -24,6 +25,7 @@ fn actual_of(d: &Desired, version: u64) -> Actual {
             reference: d.component.oci.clone(),
             digest: "sha256:aa".into(),
         }),
+        warmup: d.warmup.clone(),
     }
 }
 
@@ -145,6 +147,28 @@ fn each_host_gets_the_step_its_state_needs() {
     for a in &changed {
         assert_eq!(step(Some(&d), Some(a)), Step::Deploy, "{a:?}");
     }
+}
+
+#[test]
+fn a_warm_up_is_sent_as_hosts_keep_it_and_a_change_redeploys() {
+    let mut s = spec("oci://r/apps/hello:v1");
+    s.warmup = vec!["/".into(), " POST  /x ".into()];
+    let d = desired("hello", &s, BTreeMap::new()).unwrap();
+    assert_eq!(d.warmup, ["GET /", "POST /x"]);
+    let body = serde_json::to_value(&d).unwrap();
+    assert_eq!(body["warmup"], serde_json::json!(["GET /", "POST /x"]));
+    let mut a = actual_of(&d, 1);
+    assert_eq!(step(Some(&d), Some(&a)), Step::Keep);
+    a.warmup.pop();
+    assert_eq!(step(Some(&d), Some(&a)), Step::Deploy);
+    // No warm-up: the request carries no field, as before warm-ups existed.
+    let plain = desired("hello", &spec("oci://r/apps/hello:v1"), BTreeMap::new()).unwrap();
+    assert!(
+        serde_json::to_value(&plain)
+            .unwrap()
+            .get("warmup")
+            .is_none()
+    );
 }
 
 #[test]
