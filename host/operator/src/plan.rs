@@ -228,7 +228,7 @@ fn bare(reference: &str) -> &str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostOutcome {
     /// The host serves the desired deployment.
-    Serving(Actual),
+    Serving(Box<Actual>),
     /// It could not be brought there.
     Failed(String),
 }

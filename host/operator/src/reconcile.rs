@@ -127,7 +127,7 @@ async fn apply<A: AdminApi>(
         let result = converge(&ctx.admin, host, &deployment, wanted).await;
         match (wanted, result) {
             (Some(_), Ok(Some(actual))) => {
-                outcomes.push((host.name.clone(), HostOutcome::Serving(actual)));
+                outcomes.push((host.name.clone(), HostOutcome::Serving(Box::new(actual))));
             }
             (Some(_), Ok(None)) => {
                 outcomes.push((

@@ -72,7 +72,14 @@ fn a_deployment_with_a_warm_up_serves_every_request_from_the_warmed_state() {
     assert!(host.ls().iter().all(|(name, _)| name != "bad"));
     // A command's instances are never reset: there is nothing for a warm-up to do.
     let out = host.cli(&[
-        "deploy", &guest("upper-cgi"), "--name", "cgi", "--route", "/cgi", "--warmup", "/",
+        "deploy",
+        &guest("upper-cgi"),
+        "--name",
+        "cgi",
+        "--route",
+        "/cgi",
+        "--warmup",
+        "/",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -82,8 +89,16 @@ fn a_deployment_with_a_warm_up_serves_every_request_from_the_warmed_state() {
 
     // A warm-up that faults: the host says which request, and serves fresh instances.
     host.cli_ok(&[
-        "deploy", &guest("hostile"), "--name", "hostile", "--route", "/hostile", "--warmup",
-        "/ok", "--warmup", "/panic",
+        "deploy",
+        &guest("hostile"),
+        "--name",
+        "hostile",
+        "--route",
+        "/hostile",
+        "--warmup",
+        "/ok",
+        "--warmup",
+        "/panic",
     ]);
     for _ in 0..4 {
         assert_eq!(host.request("GET", "/hostile/ok", None), (200, "ok".into()));
@@ -106,7 +121,14 @@ fn kept_instances_run_no_warm_up() {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::start(&dir.path().join("state"), &["--instances", "keep"]);
     host.cli_ok(&[
-        "deploy", &guest("stateful"), "--name", "kept", "--route", "/kept", "--warmup", "/count",
+        "deploy",
+        &guest("stateful"),
+        "--name",
+        "kept",
+        "--route",
+        "/kept",
+        "--warmup",
+        "/count",
     ]);
     // One instance per core keeps counting from 0: no warm-up request ran on it.
     let mut counts: Vec<u64> = (0..4)

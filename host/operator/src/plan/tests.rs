@@ -186,7 +186,7 @@ fn a_stated_kind_matches_the_versioned_kind_a_host_reports() {
 #[test]
 fn the_status_says_ready_degraded_and_what_each_host_serves() {
     let d = desired("hello", &spec("oci://r/apps/hello:v1"), BTreeMap::new()).unwrap();
-    let ok = HostOutcome::Serving(actual_of(&d, 2));
+    let ok = HostOutcome::Serving(Box::new(actual_of(&d, 2)));
     let all = status(
         Some(4),
         None,
