@@ -127,7 +127,9 @@ haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
 pids+=("$!")
 disown
 for _ in $(seq 100); do curl -sf "http://$balancer/site" >/dev/null && break; sleep 0.1; done
-curl -sf "http://$balancer/site" | grep -q Hello || fail "the balancer does not serve the app"
+# The whole output first, then grep: `cmd | grep -q` under pipefail fails when grep exits at its
+# match while cmd is still writing (SIGPIPE or EPIPE for cmd).
+grep -q Hello <<<"$(curl -sf "http://$balancer/site")" || fail "the balancer does not serve the app"
 
 # wrk's totals: requests, non-2xx answers and socket errors.
 connections=12
@@ -157,8 +159,9 @@ say "registry stopped; h2 restarted from its state"
 kill "$registry_pid"
 start_host h2
 admin h2 ls
-admin h2 ls --json | grep -q '"pinned"' || fail "h2 lost the deployment's pinned digest"
-curl -sf "http://$(addr_of h2):8080/site" | grep -q Hello || fail "the restarted host does not serve its deployment"
+grep -q '"pinned"' <<<"$(admin h2 ls --json)" || fail "h2 lost the deployment's pinned digest"
+grep -q Hello <<<"$(curl -sf "http://$(addr_of h2):8080/site")" ||
+    fail "the restarted host does not serve its deployment"
 
 say "registry back; load for 10 s while the app is updated to v2 host by host"
 docker-registry serve "$work/registry.yml" >>"$work/registry.log" 2>&1 &
@@ -183,6 +186,6 @@ echo "requests $requests, failed $failed"
 for h in "${hosts[@]}"; do
     body=$(curl -sf "http://$(addr_of "$h"):8080/site")
     echo "$h: $body"
-    echo "$body" | grep -q v2 || fail "host $h does not serve v2"
+    grep -q v2 <<<"$body" || fail "host $h does not serve v2"
 done
 say "fleet test passed"
