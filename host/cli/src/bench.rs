@@ -183,34 +183,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // for components that pass the state check), and to the post-warm-up one if asked: the
         // time includes the reset.
         let resettable = check_resettable(&bytes).map_err(|why| println!("(no reset line: {why})"));
-        let mut resets = Vec::new();
+        let mut scenarios = Vec::new();
         if resettable.is_ok() {
-            resets.push((
-                "reset",
-                measure_reset(
-                    &handler,
-                    &limits,
-                    &config,
-                    &request,
-                    preference,
-                    None,
-                    args.iterations,
-                )?,
-            ));
+            scenarios.push(("reset", None));
             if !warmup.is_empty() {
-                resets.push((
-                    "reset-wu",
-                    measure_reset(
-                        &handler,
-                        &limits,
-                        &config,
-                        &request,
-                        preference,
-                        Some(&warmup),
-                        args.iterations,
-                    )?,
-                ));
+                scenarios.push(("reset-wu", Some(&warmup)));
             }
+        }
+        let mut resets = Vec::new();
+        for (kind, warmup) in scenarios {
+            let measured = measure_reset(
+                &handler,
+                &limits,
+                &config,
+                &request,
+                preference,
+                warmup,
+                args.iterations,
+            )?;
+            resets.push((kind, measured));
         }
         if preference == InputPreference::Region && path != Some(InputPath::Region) {
             println!(
