@@ -18,13 +18,15 @@ pub enum Kind {
     Edge,
     /// `wasi:http/proxy@0.2` components: every guest replaced by the `probe-http` guest.
     WasiHttp,
+    /// `wasi:http@0.3` (WASIp3) components: every guest replaced by the `probe-http3` guest.
+    WasiHttpP3,
     /// WASI commands run CGI style: every guest replaced by the `probe-cgi` guest.
     Cgi,
 }
 
 impl Kind {
     /// Every kind, in the order runs are reported.
-    pub const ALL: [Kind; 3] = [Kind::Edge, Kind::WasiHttp, Kind::Cgi];
+    pub const ALL: [Kind; 4] = [Kind::Edge, Kind::WasiHttp, Kind::WasiHttpP3, Kind::Cgi];
 
     /// The kind named `name`.
     pub fn from_name(name: &str) -> Option<Self> {
@@ -36,6 +38,7 @@ impl Kind {
         match self {
             Kind::Edge => "edge",
             Kind::WasiHttp => "wasi-http",
+            Kind::WasiHttpP3 => "wasi-http-p3",
             Kind::Cgi => "cgi",
         }
     }
@@ -45,6 +48,7 @@ impl Kind {
         match self {
             Kind::Edge => None,
             Kind::WasiHttp => Some("probe-http"),
+            Kind::WasiHttpP3 => Some("probe-http3"),
             Kind::Cgi => Some("probe-cgi"),
         }
     }

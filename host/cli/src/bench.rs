@@ -337,6 +337,7 @@ fn fresh_only(
         let started = Instant::now();
         let invocation = match guest {
             Guest::Http(h) => h.handle(limits.clone(), config.clone(), &request),
+            Guest::HttpP3(h) => h.handle(limits.clone(), config.clone(), &request),
             Guest::Cgi(h) => h.handle(
                 limits.clone(),
                 config.clone(),

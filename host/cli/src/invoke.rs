@@ -110,6 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let invocation = match &guest {
         Guest::Edge(handler) => handler.handle_fresh(limits, config, &request, preference),
         Guest::Http(handler) => handler.handle(limits, config, &request),
+        Guest::HttpP3(handler) => handler.handle(limits, config, &request),
         Guest::Cgi(handler) => handler.handle(limits, config, &request, &CgiSite::default()),
         Guest::Bare(handler) => {
             let function = handler.pick(args.invoke.as_deref())?.to_owned();

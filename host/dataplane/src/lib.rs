@@ -269,7 +269,7 @@ impl Server {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         for (listener, &core) in listeners.into_iter().zip(&config.cores) {
             let engine = Engine::without_ticker(config.engine.clone())?;
-            engines.push(engine.wasmtime().clone());
+            engines.extend(engine.wasmtime_engines());
             let (link, shard_link) = link::pair(core, config.record_queue.max(1))
                 .map_err(|source| Error::Shard { core, source })?;
             links.push(link);

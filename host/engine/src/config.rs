@@ -101,4 +101,12 @@ impl EngineConfig {
             .coredump_on_trap(true);
         config
     }
+
+    /// The same for WASIp3 guests, which need the component model's concurrency
+    /// (`Store::run_concurrent`, async lifts and lowers, streams and futures).
+    pub(crate) fn p3_wasmtime_config(&self) -> wasmtime::Config {
+        let mut config = self.wasmtime_config();
+        config.concurrency_support(true);
+        config
+    }
 }

@@ -440,6 +440,18 @@ pub(crate) fn add_wasi_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Re
     Ok(())
 }
 
+/// Link WASI 0.2 and 0.3 with wasi:http of both into `linker`, for WASIp3 guests (as `wasmtime
+/// serve` does: Rust's standard library on wasm32-wasip2 still imports WASI 0.2). No files or
+/// sockets of 0.3 (refused at deploy by `validate::check_imports`).
+pub(crate) fn add_p3_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    add_wasi_to_linker(linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(linker)?;
+    wasmtime_wasi::p3::clocks::add_to_linker(linker)?;
+    wasmtime_wasi::p3::random::add_to_linker(linker)?;
+    wasmtime_wasi::p3::cli::add_to_linker(linker)?;
+    Ok(())
+}
+
 /// Link the `edge:handler` imports (0.2.0 and 0.1.0) and WASI 0.2 into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     bindings::Handler::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;

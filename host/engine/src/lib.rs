@@ -38,6 +38,7 @@ mod validate;
 mod warmup;
 mod wasi;
 mod wasi_http;
+mod wasi_http_p3;
 
 pub use allowed_hosts::{AllowedHosts, AllowedHostsError, Origin, Scheme};
 pub use artifacts::{ArtifactCache, Cached, sha256_hex, write_artifact};
@@ -61,6 +62,7 @@ pub use state::{NotResettable, check_resettable};
 pub use ticker::EpochTicker;
 pub use warmup::{MAX_WARMUP_REQUESTS, WARMUP_HEADERS, Warmup, WarmupError, WarmupRequest};
 pub use wasi_http::{HttpHandler, HttpInstance};
+pub use wasi_http_p3::HttpP3Handler;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -86,6 +88,11 @@ pub struct Engine {
     bare_linker: Arc<wasmtime::Linker<HostState>>,
     /// WASI preview 1, for command modules.
     p1_linker: Arc<wasmtime::Linker<HostState>>,
+    /// WASIp3 guests (`wasi:http@0.3`): an engine with the component model's concurrency,
+    /// which every other kind runs without (it costs every call and store, and its
+    /// artifacts are of another format), and its linker.
+    p3: wasmtime::Engine,
+    p3_linker: Arc<Linker<HostState>>,
     /// Drives asynchronous guest calls on this engine's thread (made on first use).
     runtime: OnceLock<Arc<tokio::runtime::Runtime>>,
     config: EngineConfig,
@@ -105,7 +112,7 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Result<Self, Error> {
         let mut engine = Self::without_ticker(config)?;
         engine._ticker = Some(EpochTicker::start(
-            vec![engine.inner.clone()],
+            engine.wasmtime_engines(),
             engine.config.epoch_tick,
         ));
         Ok(engine)
@@ -125,21 +132,39 @@ impl Engine {
         let mut p1_linker = wasmtime::Linker::new(&inner);
         wasmtime_wasi::p1::add_to_linker_async(&mut p1_linker, HostState::p1)
             .map_err(Error::engine)?;
+        let p3 = wasmtime::Engine::new(&config.p3_wasmtime_config()).map_err(Error::engine)?;
+        let mut p3_linker = Linker::new(&p3);
+        host::add_p3_to_linker(&mut p3_linker).map_err(Error::engine)?;
         Ok(Self {
             inner,
             linker: Arc::new(linker),
             wasi_linker: Arc::new(wasi_linker),
             bare_linker: Arc::new(bare_linker),
             p1_linker: Arc::new(p1_linker),
+            p3,
+            p3_linker: Arc::new(p3_linker),
             runtime: OnceLock::new(),
             config,
             _ticker: None,
         })
     }
 
-    /// The wasmtime engine inside, for an [`EpochTicker`].
+    /// The wasmtime engine inside (of every kind of guest but WASIp3).
     pub fn wasmtime(&self) -> &wasmtime::Engine {
         &self.inner
+    }
+
+    /// Every wasmtime engine inside, for an [`EpochTicker`]: the main one and WASIp3's.
+    pub fn wasmtime_engines(&self) -> Vec<wasmtime::Engine> {
+        vec![self.inner.clone(), self.p3.clone()]
+    }
+
+    /// The wasmtime engine a kind of guest is compiled for and runs on.
+    fn engine_for(&self, kind: GuestKind) -> &wasmtime::Engine {
+        match kind {
+            GuestKind::HttpP3 => &self.p3,
+            _ => &self.inner,
+        }
     }
 
     /// This engine's configuration.
@@ -181,7 +206,7 @@ impl Engine {
             GuestKind::Edge | GuestKind::HttpP2 => state::with_global_resets(&detected.bytes)?,
             _ => Cow::Borrowed(&detected.bytes[..]),
         };
-        let component = validate::compile_component(&self.inner, &bytes)?;
+        let component = validate::compile_component(self.engine_for(detected.kind), &bytes)?;
         self.check(&component, detected.kind)?;
         Ok(Compiledcode::Component(component))
     }
@@ -229,11 +254,15 @@ impl Engine {
                 percore_rt::artifact::load_module(&self.inner, path).map_err(artifact_error)?;
             return self.link_module(&module);
         }
-        let component =
-            percore_rt::artifact::load_component(&self.inner, path).map_err(artifact_error)?;
+        // A WASIp3 artifact loads only into the engine it was compiled for (wasmtime checks).
+        let component = match percore_rt::artifact::load_component(&self.inner, path) {
+            Ok(component) => component,
+            Err(e) => percore_rt::artifact::load_component(&self.p3, path)
+                .map_err(|_| artifact_error(e))?,
+        };
         let exports: Vec<String> = component
             .component_type()
-            .exports(&self.inner)
+            .exports(component.engine())
             .map(|(n, _)| n.to_owned())
             .collect();
         let kind = kind::component_kind(&exports).ok_or_else(|| {
@@ -262,13 +291,7 @@ impl Engine {
             GuestKind::Edge => Guest::Edge(Handler::new(self, component)?),
             GuestKind::HttpP2 => Guest::Http(HttpHandler::new(self, &component)?),
             GuestKind::Cgi => Guest::Cgi(CgiHandler::new(self, &component)?),
-            GuestKind::HttpP3 => {
-                return Err(Error::WrongWorld(
-                    "this is a wasi:http@0.3 (WASIp3) component; this percore serves \
-                     wasi:http@0.2 (incoming-handler) components, not 0.3 yet"
-                        .into(),
-                ));
-            }
+            GuestKind::HttpP3 => Guest::HttpP3(HttpP3Handler::new(self, &component)?),
             GuestKind::Bare => unreachable!("bare guests are core modules"),
         })
     }
@@ -281,7 +304,12 @@ impl Engine {
     }
 
     fn check(&self, component: &Component, kind: GuestKind) -> Result<(), Error> {
-        validate::check_imports(&self.inner, component, kind)?;
+        if wasmtime::Engine::same(component.engine(), &self.p3) != (kind == GuestKind::HttpP3) {
+            return Err(Error::WrongWorld(format!(
+                "a {kind} guest compiled for the other engine (WASIp3 guests have their own)"
+            )));
+        }
+        validate::check_imports(component.engine(), component, kind)?;
         if kind == GuestKind::Edge {
             validate::check_exports(&self.inner, component)?;
         }
@@ -298,6 +326,10 @@ impl Engine {
 
     pub(crate) fn p1_linker(&self) -> &wasmtime::Linker<HostState> {
         &self.p1_linker
+    }
+
+    pub(crate) fn p3_linker(&self) -> &Linker<HostState> {
+        &self.p3_linker
     }
 
     /// The current-thread runtime that drives this engine's asynchronous guest calls (only
@@ -346,8 +378,10 @@ enum Compiledcode {
 pub enum Guest {
     /// An `edge:handler` component.
     Edge(Handler),
-    /// A `wasi:http` component.
+    /// A `wasi:http@0.2` component.
     Http(HttpHandler),
+    /// A `wasi:http@0.3` (WASIp3) component.
+    HttpP3(HttpP3Handler),
     /// A WASI command, run CGI style.
     Cgi(CgiHandler),
     /// A bare core module.
@@ -360,6 +394,7 @@ impl Guest {
         match self {
             Guest::Edge(_) => GuestKind::Edge,
             Guest::Http(_) => GuestKind::HttpP2,
+            Guest::HttpP3(_) => GuestKind::HttpP3,
             Guest::Cgi(_) => GuestKind::Cgi,
             Guest::Bare(_) => GuestKind::Bare,
         }

@@ -367,6 +367,13 @@ impl WasiHooks {
 type HookFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 
 impl WasiHttpHooks for WasiHooks {
+    /// A WASIp3 body write is copied out of the guest in chunks of this size, each held until
+    /// the host reads it: small, so that a body past the response limit is stopped within a
+    /// chunk of it (wasmtime's default is 1 MiB).
+    fn p3_outgoing_body_chunk_size(&mut self) -> usize {
+        64 << 10
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,

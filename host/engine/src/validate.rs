@@ -102,7 +102,13 @@ pub(crate) fn check_imports(
                     || wasi_02 && !name.starts_with("wasi:http/")
             }
             GuestKind::HttpP2 | GuestKind::Cgi => wasi_02,
-            GuestKind::HttpP3 => wasi_02 || name.starts_with("wasi:") && name.contains("@0.3."),
+            GuestKind::HttpP3 => {
+                wasi_02
+                    || name.contains("@0.3.")
+                        && ["wasi:http/", "wasi:clocks/", "wasi:random/", "wasi:cli/"]
+                            .iter()
+                            .any(|p| name.starts_with(p))
+            }
             GuestKind::Bare => false,
         };
         if !provided {
@@ -125,7 +131,9 @@ fn provides(kind: GuestKind) -> &'static str {
         GuestKind::HttpP2 => {
             "WASI 0.2 (wasi:http@0.2, outbound requests as the deployment's allowed_outbound_hosts allows; no files or sockets)"
         }
-        GuestKind::HttpP3 => "WASI 0.2 and 0.3 (wasi:http, no files or sockets)",
+        GuestKind::HttpP3 => {
+            "WASI 0.2 and 0.3 (wasi:http, clocks, random and cli of 0.3; outbound requests as the deployment's allowed_outbound_hosts allows; no files or sockets)"
+        }
         GuestKind::Cgi => "WASI 0.2 with stdin, stdout, arguments and environment, no files",
         GuestKind::Bare => "platform.now",
     }

@@ -350,7 +350,7 @@ async fn call(
 
 /// The request as `wasi:http` types take it. Fields the `http` crate cannot represent (the
 /// parser has already refused anything HTTP/1.1 forbids) are left out.
-fn to_http(request: &Request<'_>) -> Result<http::Request<Full<Bytes>>, Fault> {
+pub(crate) fn to_http(request: &Request<'_>) -> Result<http::Request<Full<Bytes>>, Fault> {
     let mut builder = http::Request::builder()
         .method(request.method)
         .uri(request.path_with_query);

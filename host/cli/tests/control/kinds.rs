@@ -56,12 +56,25 @@ fn each_kind_deploys_serves_and_survives_a_restart() {
         "PROBE_ROLE=cgi",
     ]);
     host.cli_ok(&["deploy", &guest("sum"), "--name", "sum", "--route", "/sum"]);
+    host.cli_ok(&[
+        "deploy",
+        &guest("probe-http3"),
+        "--name",
+        "p3",
+        "--route",
+        "/p3",
+        "--set",
+        "PROBE_ROLE=echo",
+    ]);
     let rows = kinds(&host);
     let kind_of = |name: &str| rows.iter().find(|r| r.0 == name).unwrap().1.clone();
     assert_eq!(kind_of("http"), "wasi-http@0.2");
     assert_eq!(kind_of("upper"), "cgi");
     assert_eq!(kind_of("p1"), "cgi");
     assert_eq!(kind_of("sum"), "bare");
+    assert_eq!(kind_of("p3"), "wasi-http@0.3");
+    let p3 = rows.iter().find(|r| r.0 == "p3").unwrap();
+    assert!(p3.2.starts_with("fresh"), "{p3:?}");
     let table = host.cli_ok(&["ls"]);
     assert!(
         table.contains("KIND") && table.contains("wasi-http@0.2"),
@@ -82,6 +95,11 @@ fn each_kind_deploys_serves_and_survives_a_restart() {
             (200, "SHOUT".into())
         );
         assert_eq!(host.request("GET", "/p1/headers", None).0, 201);
+        // A WASIp3 component, its artifact loaded into the WASIp3 engine after the restart.
+        assert_eq!(
+            host.request("POST", "/p3/x", Some("async")),
+            (200, "async".into())
+        );
         assert_eq!(host.request("GET", "/sum?5&2", None), (200, "7\n".into()));
         assert_eq!(
             host.request("GET", "/sum/sum?a=40&b=2", None),

@@ -76,7 +76,7 @@ impl CgiBackend {
             &site,
             cx.slice,
         );
-        match first_slice(running, outcome, SuspendedCall::Cgi, cx.waker) {
+        match first_slice(running, outcome, SuspendedCall::Once, cx.waker) {
             Ok(((), invocation)) => {
                 Ran::Done(settle(invocation, call.deployment, call.id, cx, outcome))
             }

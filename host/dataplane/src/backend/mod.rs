@@ -3,7 +3,8 @@
 //!
 //! - [`edge`]: `edge:handler` components (input region or portable path), from an instance
 //!   pool;
-//! - [`http`]: `wasi:http` components, a fresh instance per request;
+//! - [`http`]: `wasi:http@0.2` components, from an instance pool (reset, else fresh);
+//! - [`http3`]: `wasi:http@0.3` (WASIp3) components, a fresh instance per request;
 //! - [`cgi`]: WASI commands run CGI style (body on stdin, stdout back);
 //! - [`bare`]: bare core modules, a function called with the query's numbers;
 //! - [`native`]: the built-in native reference handlers (the benchmarks' baseline).
@@ -15,6 +16,7 @@ pub(crate) mod bare;
 pub(crate) mod cgi;
 pub(crate) mod edge;
 pub(crate) mod http;
+pub(crate) mod http3;
 pub(crate) mod native;
 
 use std::path::{Path, PathBuf};
@@ -38,8 +40,10 @@ use crate::respond::Reply;
 pub(crate) enum Backend {
     /// An `edge:handler` component.
     Edge(edge::EdgeHandler),
-    /// A `wasi:http` component.
+    /// A `wasi:http@0.2` component.
     Http(http::HttpBackend),
+    /// A `wasi:http@0.3` component.
+    HttpP3(http3::HttpP3Backend),
     /// A WASI command, CGI style.
     Cgi(cgi::CgiBackend),
     /// A bare core module.
@@ -100,8 +104,8 @@ pub(crate) struct Suspended {
 pub(crate) enum SuspendedCall {
     Edge(Running<percore_engine::Instance>),
     Http(Running<percore_engine::HttpInstance>),
-    /// A command: it runs once, on no instance to give back.
-    Cgi(Running<()>),
+    /// A command or a WASIp3 call: it runs once, on no instance to give back.
+    Once(Running<()>),
 }
 
 /// A call that ended after yielding: what its backend needs to finish it.
@@ -137,7 +141,7 @@ impl Suspended {
                 Poll::Ready((i, inv)) => (Returned::Http(i), inv),
                 Poll::Pending => return Poll::Pending,
             },
-            SuspendedCall::Cgi(call) => match call.poll(&mut cx) {
+            SuspendedCall::Once(call) => match call.poll(&mut cx) {
                 Poll::Ready(((), inv)) => (Returned::Nothing, inv),
                 Poll::Pending => return Poll::Pending,
             },
@@ -204,9 +208,8 @@ impl Backend {
         }
         Ok(match ready.kind {
             GuestKind::Edge => Self::Edge(edge::EdgeHandler::load(engine, config, ready)?),
-            GuestKind::HttpP2 | GuestKind::HttpP3 => {
-                Self::Http(http::HttpBackend::load(engine, config, ready)?)
-            }
+            GuestKind::HttpP2 => Self::Http(http::HttpBackend::load(engine, config, ready)?),
+            GuestKind::HttpP3 => Self::HttpP3(http3::HttpP3Backend::load(engine, ready)?),
             GuestKind::Cgi => Self::Cgi(cgi::CgiBackend::load(engine, config, ready)?),
             GuestKind::Bare => Self::Bare(bare::BareBackend::load(engine, ready)?),
         })
@@ -217,6 +220,7 @@ impl Backend {
         match self {
             Self::Edge(edge) => edge.describe(),
             Self::Http(http) => http.describe(),
+            Self::HttpP3(_) => P3_INSTANCES.into(),
             Self::Cgi(_) => "fresh (a command runs once per request)".into(),
             Self::Bare(_) => "fresh (a new instance per call)".into(),
             Self::Native(_) => "native".into(),
@@ -228,6 +232,7 @@ impl Backend {
         match self {
             Self::Edge(edge) => edge.run(call, cx),
             Self::Http(http) => http.run(call, cx),
+            Self::HttpP3(http) => http.run(call, cx),
             Self::Cgi(cgi) => cgi.run(call, cx),
             Self::Bare(bare) => Ran::Done(bare.run(call, cx)),
             Self::Native(native) => Ran::Done(native.run(call.request, cx)),
@@ -275,7 +280,9 @@ impl Backend {
             Self::Edge(edge) => edge
                 .begin_stream(request, body_len, deployment, counters)
                 .map(StreamInto::Edge),
-            Self::Http(_) | Self::Cgi(_) | Self::Bare(_) | Self::Native(_) => None,
+            Self::Http(_) | Self::HttpP3(_) | Self::Cgi(_) | Self::Bare(_) | Self::Native(_) => {
+                None
+            }
         }
     }
 
@@ -284,6 +291,7 @@ impl Backend {
         match self {
             Self::Edge(edge) => edge.is_mapped(),
             Self::Http(b) => b.guest.is_mapped(),
+            Self::HttpP3(b) => b.guest.is_mapped(),
             Self::Cgi(b) => b.guest.is_mapped(),
             Self::Bare(b) => b.guest.is_mapped(),
             Self::Native(_) => false,
@@ -295,6 +303,7 @@ impl Backend {
         match self {
             Self::Edge(edge) => edge.unmap(),
             Self::Http(b) => b.unmap(),
+            Self::HttpP3(b) => b.guest.unmap(),
             Self::Cgi(b) => b.guest.unmap(),
             Self::Bare(b) => b.guest.unmap(),
             Self::Native(_) => {}
@@ -407,6 +416,9 @@ impl Drop for StreamPermit {
     }
 }
 
+/// How a WASIp3 deployment's requests run, whatever the instance mode.
+const P3_INSTANCES: &str = "fresh (wasi:http@0.3 instances are not reset yet)";
+
 /// How a deployment's requests run in instance mode `mode`: `reset`, `reset (after N warm-up
 /// requests)`, `keep`, `fresh (why)` (for the log at start, and the control plane's listing).
 pub fn describe_instances(
@@ -422,11 +434,12 @@ pub fn describe_instances(
                 .with_warmup(warmup.clone(), input)
                 .describe()
         }
-        GuestKind::HttpP2 | GuestKind::HttpP3 => {
+        GuestKind::HttpP2 => {
             crate::pool::InstancePool::<percore_engine::HttpInstance>::new(mode, resettable, 0)
                 .with_warmup(warmup.clone(), input)
                 .describe()
         }
+        GuestKind::HttpP3 => P3_INSTANCES.into(),
         GuestKind::Cgi => "fresh (a command runs once per request)".into(),
         GuestKind::Bare => "fresh (a new instance per call)".into(),
     }

@@ -17,6 +17,7 @@ fn each_kind_is_told_from_the_binary() {
         ("hello", GuestKind::Edge),
         ("wasi-http-json", GuestKind::HttpP2),
         ("probe-http", GuestKind::HttpP2),
+        ("probe-http3", GuestKind::HttpP3),
         ("probe-cgi", GuestKind::Cgi),
         ("upper-cgi", GuestKind::Cgi),
         ("probe-cgi-wasip1", GuestKind::Cgi),
@@ -93,6 +94,31 @@ fn wasi_http_bodies_round_trip_and_config_is_the_environment() {
 #[test]
 fn wasi_http_faults_are_typed() {
     assert_typed_faults("probe-http", Some(TimeoutKind::Cpu));
+}
+
+#[test]
+fn a_wasi_http_p3_component_answers_bodies_both_ways_and_its_faults_are_typed() {
+    let body: Vec<u8> = (0..(2 << 20)).map(|i| (i % 251) as u8).collect();
+    let invocation = get("/echo?q=1")
+        .method("PUT")
+        .header("x-a", "1")
+        .header("host", "p3.example")
+        .body(body.clone())
+        .run_kind("probe-http3", Limits::default(), &[("PROBE_ROLE", "echo")]);
+    let response = invocation.result.unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-echo-method"), Some(&b"PUT"[..]));
+    assert_eq!(response.header("x-echo-path"), Some(&b"/echo?q=1"[..]));
+    assert!(response.body == body, "the body came back changed");
+    assert_typed_faults("probe-http3", Some(TimeoutKind::Cpu));
+    // A body that fails (an error where its trailers would be), an error code instead of a
+    // response: both a bad response.
+    for path in ["/unfinished", "/error-code"] {
+        let result = get(path)
+            .run_kind("probe-http3", Limits::default(), &[("PROBE_ROLE", "wasi-http")])
+            .result;
+        assert!(matches!(result, Err(Fault::BadResponse { .. })), "{path}: {result:?}");
+    }
 }
 
 #[test]

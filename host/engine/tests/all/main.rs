@@ -157,6 +157,7 @@ impl Req {
         let (limits, config) = (Arc::new(limits), config_map(config));
         self.with_request(|request| match guest(guest_name) {
             percore_engine::Guest::Http(h) => h.handle(limits, config, request),
+            percore_engine::Guest::HttpP3(h) => h.handle(limits, config, request),
             percore_engine::Guest::Cgi(h) => {
                 h.handle(limits, config, request, &percore_engine::CgiSite::default())
             }
