@@ -10,7 +10,9 @@
 //! out; a status it rejects is answered with an error code instead), as for `probe-http`.
 
 use probe_roles::{ROLE_VAR, Request, Response};
-use wasip3::http::types::{ErrorCode, Fields, Method, Request as WasiRequest, Response as WasiResponse};
+use wasip3::http::types::{
+    ErrorCode, Fields, Method, Request as WasiRequest, Response as WasiResponse,
+};
 use wasip3::{wit_future, wit_stream};
 
 wasip3::http::service::export!(Probe);

@@ -94,11 +94,13 @@ fn wasi_http_and_command_calls_yield_too() {
     };
     let body = probe("http-busy", "probe-http", "/http")
         + &probe("cgi-busy", "probe-cgi", "/cgi")
+        + &probe("p3-busy", "probe-http3", "/p3")
         + &deployment("hello", "hello", "/");
     let (server, dir) = serve_one_core("slices-kinds", &body);
     // Each loops until its CPU budget (2 s) ends it.
     let http = spin(server.addr, "/http/loop");
     let cgi = spin(server.addr, "/cgi/loop");
+    let p3 = spin(server.addr, "/p3/loop");
     std::thread::sleep(Duration::from_millis(200));
     for _ in 0..10 {
         assert_eq!(
@@ -107,11 +109,12 @@ fn wasi_http_and_command_calls_yield_too() {
         );
     }
     assert!(
-        !http.is_finished() && !cgi.is_finished(),
+        !http.is_finished() && !cgi.is_finished() && !p3.is_finished(),
         "requests to another deployment waited for the looping calls"
     );
     assert_eq!(http.join().unwrap().0, 504);
     assert_eq!(cgi.join().unwrap().0, 504);
+    assert_eq!(p3.join().unwrap().0, 504);
     assert!(server.terminate().success());
     let _ = std::fs::remove_dir_all(&dir);
 }

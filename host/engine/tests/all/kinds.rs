@@ -115,9 +115,16 @@ fn a_wasi_http_p3_component_answers_bodies_both_ways_and_its_faults_are_typed() 
     // response: both a bad response.
     for path in ["/unfinished", "/error-code"] {
         let result = get(path)
-            .run_kind("probe-http3", Limits::default(), &[("PROBE_ROLE", "wasi-http")])
+            .run_kind(
+                "probe-http3",
+                Limits::default(),
+                &[("PROBE_ROLE", "wasi-http")],
+            )
             .result;
-        assert!(matches!(result, Err(Fault::BadResponse { .. })), "{path}: {result:?}");
+        assert!(
+            matches!(result, Err(Fault::BadResponse { .. })),
+            "{path}: {result:?}"
+        );
     }
 }
 

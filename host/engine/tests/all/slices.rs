@@ -104,7 +104,7 @@ fn hostile_role() -> Arc<std::collections::BTreeMap<String, String>> {
     Arc::new([("PROBE_ROLE".to_owned(), "hostile".to_owned())].into())
 }
 
-/// A loop in a wasi:http guest and in a command: each yields at the end of its slices, and
+/// A loop in a wasi:http guest (0.2 and 0.3) and in a command: each yields at the end of its slices, and
 /// its CPU budget ends it.
 #[test]
 fn wasi_http_and_command_calls_yield_and_hit_their_budget() {
@@ -135,7 +135,14 @@ fn wasi_http_and_command_calls_yield_and_hit_their_budget() {
             slice(),
         )
     })]);
-    for invocation in [&http_ended[0], &cgi_ended[0]] {
+    let Guest::HttpP3(p3) = guest("probe-http3") else {
+        panic!("probe-http3 is a wasi:http@0.3 guest")
+    };
+    let (p3_ended, _) =
+        round_robin(vec![loop_request.with_request(|r| {
+            p3.start(limits.clone(), hostile_role(), r, slice())
+        })]);
+    for invocation in [&http_ended[0], &cgi_ended[0], &p3_ended[0]] {
         assert_eq!(
             invocation.result.as_ref().unwrap_err(),
             &Fault::Timeout {
